@@ -1,0 +1,101 @@
+"""adconnect: a plugin-based connector framework for ad analytics.
+
+The public API for plugin authors is what ``__all__`` lists: the ``hookimpl`` marker, the
+:class:`Provider` base class, the contract models, the scope expression type and the errors.
+"""
+
+from adconnect._markers import hookimpl
+from adconnect.errors import (
+    AdconnectError,
+    BadRecordError,
+    ConfigurationError,
+    FatalProviderError,
+    InvalidMetricError,
+    MissingScopesError,
+    PluginContractError,
+    ProviderError,
+    ReauthRequiredError,
+    RetryableProviderError,
+)
+from adconnect.hookspecs import CONTRACT_VERSION, PROJECT_NAME
+from adconnect.models import (
+    AuthKind,
+    AuthorizationRequest,
+    AuthorizationURL,
+    Capability,
+    CodeExchange,
+    ConnectionContext,
+    ConnectionRef,
+    ConnectionState,
+    ConnectionStatus,
+    CredentialReport,
+    CredentialStatus,
+    DiscoveredAsset,
+    MetricAvailability,
+    MetricDefinition,
+    MetricStatus,
+    ProviderInfo,
+    ReadMessage,
+    ReadRequest,
+    RecordBatch,
+    ScheduleSpec,
+    StateCheckpoint,
+    StreamSpec,
+    StreamState,
+    SyncFinished,
+    SyncStarted,
+    SyncWindow,
+    TokenSet,
+)
+from adconnect.provider import Provider, ProviderSettings
+from adconnect.scopes import ScopeRequirement, sanitize_scopes
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "PROJECT_NAME",
+    "AdconnectError",
+    "AuthKind",
+    "AuthorizationRequest",
+    "AuthorizationURL",
+    "BadRecordError",
+    "Capability",
+    "CodeExchange",
+    "ConfigurationError",
+    "ConnectionContext",
+    "ConnectionRef",
+    "ConnectionState",
+    "ConnectionStatus",
+    "CredentialReport",
+    "CredentialStatus",
+    "DiscoveredAsset",
+    "FatalProviderError",
+    "InvalidMetricError",
+    "MetricAvailability",
+    "MetricDefinition",
+    "MetricStatus",
+    "MissingScopesError",
+    "PluginContractError",
+    "Provider",
+    "ProviderError",
+    "ProviderInfo",
+    "ProviderSettings",
+    "ReadMessage",
+    "ReadRequest",
+    "ReauthRequiredError",
+    "RecordBatch",
+    "RetryableProviderError",
+    "ScheduleSpec",
+    "ScopeRequirement",
+    "StateCheckpoint",
+    "StreamSpec",
+    "StreamState",
+    "SyncFinished",
+    "SyncStarted",
+    "SyncWindow",
+    "TokenSet",
+    "__version__",
+    "hookimpl",
+    "sanitize_scopes",
+]

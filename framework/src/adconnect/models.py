@@ -71,7 +71,9 @@ SnakeId = Annotated[str, AfterValidator(_snake)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # revalidate: a plugin handing back a model built with model_copy(update=...) or
+    # model_construct() is still checked when it crosses the contract.
+    model_config = ConfigDict(frozen=True, extra="forbid", revalidate_instances="always")
 
 
 # --- registration --------------------------------------------------------------------------
@@ -121,7 +123,8 @@ class ScheduleSpec(_Model):
 class ProviderInfo(_Model):
     """Who a provider is; returned by ``adconnect_describe_provider``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True,
+                              revalidate_instances="always")
 
     provider_id: SnakeId
     display_name: str
@@ -142,7 +145,8 @@ class ProviderInfo(_Model):
 class StreamSpec(_Model):
     """One stream a provider can read: its record model, key, cursor and lookback."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True,
+                              revalidate_instances="always")
 
     name: SnakeId
     record_model: type[BaseModel]

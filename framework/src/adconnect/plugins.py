@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pluggy
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from adconnect import hookspecs
 from adconnect.errors import AdconnectError, NotFoundError, PluginContractError
@@ -122,8 +122,8 @@ class PluginHost:
             ) from None
 
     def info(self, provider_id: str) -> ProviderInfo:
-        self.provider(provider_id)
-        return self.records[provider_id].info
+        """Ask the provider to describe itself (wrappers see the call)."""
+        return self._call(provider_id, "adconnect_describe_provider", ProviderInfo)
 
     # --- registration ----------------------------------------------------------------------
 
@@ -244,8 +244,6 @@ def _validated(value: Any, expected: Any, provider_id: str, hook: str,
                adapter: TypeAdapter[Any] | None = None) -> Any:
     """Check a plugin's return value against the contract type."""
     try:
-        if isinstance(expected, type) and issubclass(expected, BaseModel) and isinstance(value, expected):
-            return value
         return (adapter or TypeAdapter(expected)).validate_python(value)
     except ValidationError as exc:
         raise PluginContractError(

@@ -1,0 +1,83 @@
+"""What every CLI command shares: settings, database and plugins, loaded on first use."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from adconnect.db.database import Database, open_database
+from adconnect.errors import ConfigurationError
+from adconnect.plugins import PluginHost, load_plugins
+from adconnect.provider import settings_problems
+from adconnect.settings import FrameworkSettings
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+@dataclass
+class CliState:
+    debug: bool = False
+    _settings: FrameworkSettings | None = None
+    _db: Database | None = None
+    _host: PluginHost | None = None
+    _closers: list[object] = field(default_factory=list)
+
+    def settings(self) -> FrameworkSettings:
+        if self._settings is None:
+            try:
+                self._settings = FrameworkSettings()
+            except ValidationError as exc:
+                raise ConfigurationError(
+                    f"invalid ADCONNECT_* settings: {settings_problems(exc)}",
+                    hint="fix the environment variables (or .env) named above") from None
+        return self._settings
+
+    def database(self, *, require_migrated: bool = True) -> Database:
+        if self._db is None:
+            self._db = open_database(self.settings())
+            self._db.check_reachable()
+        if require_migrated:
+            current, head = self._db.current_revision(), self._db.head_revision()
+            if current != head:
+                raise ConfigurationError(
+                    f"the database schema is at {current or 'nothing'}, this adconnect needs {head}",
+                    hint="run `adconnect db migrate` (or `make up`, which migrates on start)")
+        return self._db
+
+    def plugins(self) -> PluginHost:
+        if self._host is None:
+            settings = self.settings()
+            self._host = load_plugins(disabled=settings.disabled_plugins,
+                                      trace=settings.trace_plugins)
+        return self._host
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+def state(ctx: typer.Context) -> CliState:
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        root.obj = CliState()
+        root.call_on_close(root.obj.close)
+    return root.obj
+
+
+def configure_logging(level: str, *, debug: bool) -> None:
+    from adconnect.redaction import install_log_redaction
+
+    install_log_redaction()
+    logging.basicConfig(
+        level=logging.DEBUG if debug else getattr(logging, level.upper(), logging.WARNING),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )

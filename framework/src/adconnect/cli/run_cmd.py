@@ -1,0 +1,33 @@
+"""``adconnect run``: start the platform (what `make up` runs) and keep it in the foreground."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from adconnect.cli._state import configure_logging, out, state
+from adconnect.db.database import describe_url
+from adconnect.runner import Runner
+
+
+def run(ctx: typer.Context) -> None:
+    """Start the runner: migrate the database, then keep every tenant's data fresh until Ctrl-C."""
+    cli = state(ctx)
+    settings = cli.settings()
+    configure_logging(settings.log_level, debug=cli.debug)
+    logging.getLogger("adconnect").setLevel(logging.DEBUG if cli.debug else settings.log_level.upper())
+    db = cli.database(require_migrated=False)
+    before, after = db.migrate()
+    host = cli.plugins()
+    where = f"embedded PostgreSQL, data in {settings.embedded_pgdata}" if db.embedded else "external server"
+    out.print("[bold]adconnect runner[/bold]")
+    out.print(f"  data directory: {settings.data_dir}")
+    out.print(f"  database:       {describe_url(db.admin_url)} ({where})")
+    out.print(f"  schema:         {after}" + ("" if before == after else f" (migrated from {before or 'empty'})"))
+    out.print(f"  providers:      {', '.join(host.provider_ids()) or 'none installed'}"
+              + (f" ({len(host.problems)} failed to load: `adconnect doctor`)" if host.problems else ""))
+    out.print(f"  time zone:      {settings.timezone}")
+    out.print("Press Ctrl-C to stop.")
+    Runner(settings, db, host).run_forever()
+    out.print("runner stopped.")

@@ -3,7 +3,11 @@ plugins. They are real plugins (registered through the real plugin manager), not
 
 from __future__ import annotations
 
+import importlib
+import sys
+import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
@@ -144,3 +148,63 @@ def audit() -> AuditPlugin:
 @pytest.fixture
 def host(toy: ToyProvider, audit: AuditPlugin) -> PluginHost:
     return load_plugins(entry_points=False, extra=[toy, audit])
+
+
+# --- fake installed distributions (a module + .dist-info with entry_points.txt) ------------
+
+PROVIDER = '''
+import adconnect
+from adconnect import Provider, StreamSpec, hookimpl
+from pydantic import BaseModel
+
+
+class Row(BaseModel):
+    id: str
+
+
+class {cls}(Provider):
+    provider_id = "{pid}"
+    display_name = "{cls}"
+    contract_version = "{contract}"
+    auth_kind = adconnect.AuthKind.API_KEY
+
+    @hookimpl
+    def adconnect_declare_streams(self):
+        return [StreamSpec(name="rows", record_model=Row, primary_key=("id",))]
+
+    @hookimpl
+    def adconnect_read_stream(self, request):
+        return iter(())
+{extra}
+'''
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Install fake distributions into a fresh sys.path entry."""
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    added: list[str] = []
+
+    def install(dist: str, entry_name: str, module: str, source: str, *, target: str | None = None) -> None:
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+        info = root / f"{dist.replace('-', '_')}-1.4.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.4.0\n")
+        (info / "entry_points.txt").write_text(f"[adconnect]\n{entry_name} = {target or module}\n")
+        added.append(module)
+        importlib.invalidate_caches()
+
+    yield install
+    for module in added:
+        sys.modules.pop(module, None)
+
+
+def provider_source(pid: str, *, contract: str = "1.0", extra: str = "") -> str:
+    """Source of a minimal API-key provider module whose class is provider_class_name(pid)."""
+    return PROVIDER.format(pid=pid, cls=provider_class_name(pid), contract=contract, extra=extra)
+
+
+def provider_class_name(pid: str) -> str:
+    return "".join(p.capitalize() for p in pid.split("_")) + "Provider"

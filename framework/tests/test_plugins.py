@@ -6,72 +6,14 @@ into a directory on ``sys.path``, which is exactly what ``pip install`` leaves b
 
 from __future__ import annotations
 
-import importlib
 import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
 from adconnect.plugins import contract_compatible, load_plugins
 
-PROVIDER = '''
-import adconnect
-from adconnect import Provider, StreamSpec, hookimpl
-from pydantic import BaseModel
-
-
-class Row(BaseModel):
-    id: str
-
-
-class {cls}(Provider):
-    provider_id = "{pid}"
-    display_name = "{cls}"
-    contract_version = "{contract}"
-    auth_kind = adconnect.AuthKind.API_KEY
-
-    @hookimpl
-    def adconnect_declare_streams(self):
-        return [StreamSpec(name="rows", record_model=Row, primary_key=("id",))]
-
-    @hookimpl
-    def adconnect_read_stream(self, request):
-        return iter(())
-{extra}
-'''
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Install fake distributions into a fresh sys.path entry."""
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    added: list[str] = []
-
-    def install(dist: str, entry_name: str, module: str, source: str, *, target: str | None = None) -> None:
-        (root / f"{module}.py").write_text(textwrap.dedent(source))
-        info = root / f"{dist.replace('-', '_')}-1.4.0.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.4.0\n")
-        (info / "entry_points.txt").write_text(f"[adconnect]\n{entry_name} = {target or module}\n")
-        added.append(module)
-        importlib.invalidate_caches()
-
-    yield install
-    for module in added:
-        sys.modules.pop(module, None)
-
-
-def _provider(pid: str, *, contract: str = "1.0", extra: str = "") -> str:
-    cls = "".join(p.capitalize() for p in pid.split("_")) + "Provider"
-    return PROVIDER.format(pid=pid, cls=cls, contract=contract, extra=extra)
-
-
-def _cls(pid: str) -> str:
-    return "".join(p.capitalize() for p in pid.split("_")) + "Provider"
-
+from .conftest import provider_class_name as _cls
+from .conftest import provider_source as _provider
 
 def test_a_provider_loads_from_its_entry_point_with_distribution_facts(site):
     site("adconnect-alpha-ads", "alpha_ads", "alpha_ads_plugin", _provider("alpha_ads"),

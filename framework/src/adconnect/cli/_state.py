@@ -2,22 +2,64 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
 from adconnect.db.database import Database, open_database
-from adconnect.errors import ConfigurationError
+from adconnect.errors import AdconnectError, ConfigurationError
 from adconnect.plugins import PluginHost, load_plugins
 from adconnect.provider import settings_problems
 from adconnect.settings import FrameworkSettings
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
+#: Set by the root command's --debug option (one CLI invocation per process).
+DEBUG = [False]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(command: F) -> F:
+    """Turn every error a command raises into one clear line with a hint, and an exit code.
+
+    ``--debug`` prints the (redacted) traceback first.
+    """
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from adconnect.redaction import redact
+
+        def report(message: str, hint: str | None) -> None:
+            if DEBUG[0]:
+                err.print(redact(traceback.format_exc()), markup=False, highlight=False)
+            err.print(redact(message), style="bold red", markup=False, highlight=False)
+            if hint:
+                err.print(f"hint: {redact(hint)}", markup=False, highlight=False)
+
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except AdconnectError as exc:
+            report(f"error: {exc.user_message}", exc.hint)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            report(f"unexpected error: {type(exc).__name__}: {exc}",
+                   "this is a bug in adconnect or a plugin; run with --debug for the traceback")
+            raise typer.Exit(2) from None
+
+    return run  # type: ignore[return-value]
 
 
 @dataclass

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from adconnect.cli._state import out, state
+from adconnect.cli._state import guarded, out, state
 from adconnect.db.database import describe_url
 
 app = typer.Typer(help="Database schema and location.", no_args_is_help=True)
 
 
 @app.command()
+@guarded
 def migrate(ctx: typer.Context) -> None:
     """Apply pending migrations (safe to run while the platform is up)."""
     db = state(ctx).database(require_migrated=False)
@@ -22,6 +23,7 @@ def migrate(ctx: typer.Context) -> None:
 
 
 @app.command()
+@guarded
 def status(ctx: typer.Context) -> None:
     """Show the database URL (without password) and schema revision."""
     cli = state(ctx)

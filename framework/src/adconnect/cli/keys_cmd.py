@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from adconnect.cli._state import out, state
+from adconnect.cli._state import guarded, out, state
 from adconnect.keyring import MasterKeyring
 from adconnect.tenants import resolve_tenant
 from adconnect.vault import Vault
@@ -15,6 +15,7 @@ app = typer.Typer(help="Master key and tenant data keys.", no_args_is_help=True)
 
 
 @app.command()
+@guarded
 def rotate(
     ctx: typer.Context,
     master: Annotated[bool, typer.Option("--master", help="Rotate the master key only.")] = False,

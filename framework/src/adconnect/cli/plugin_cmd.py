@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
-from adconnect.cli._state import out
+from adconnect.cli._state import guarded, out
 from adconnect.template import PluginNames, render_plugin
 
 app = typer.Typer(help="Write new provider plugins.", no_args_is_help=True)
 
 
 @app.command()
+@guarded
 def new(
     provider_id: Annotated[str, typer.Argument(help="Permanent snake_case id, e.g. acme_ads.")],
     dest: Annotated[Path | None, typer.Option(help="Directory to create (default: plugins/<kebab-name>).")] = None,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from adconnect.cli._state import err, out, state
+from adconnect.cli._state import guarded, err, out, state
 from adconnect.tenants import enablements, resolve_tenant, set_provider_enabled
 
 app = typer.Typer(help="List installed provider plugins; enable or disable them per tenant.",
@@ -18,6 +18,7 @@ TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="Tenant slug, 
 
 
 @app.command("list")
+@guarded
 def list_providers(
     ctx: typer.Context,
     tenant: Annotated[str | None, typer.Option("--tenant", "-t",
@@ -55,8 +56,9 @@ def list_providers(
         out.print("No provider plugins are installed. `adconnect plugin new NAME` starts one.")
     else:
         table = Table(title="Installed providers")
-        for column in ("provider", "distribution", "version", "contract", "capabilities"):
-            table.add_column(column)
+        for column in ("provider", "distribution", "version", "contract"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("capabilities")
         if enabled is not None:
             table.add_column(f"enabled for {tenant}")
         for row in rows:
@@ -67,12 +69,11 @@ def list_providers(
             table.add_row(*cells)
         out.print(table)
     if problems:
-        table = Table(title="Plugins that did not load", title_style="bold red")
-        for column in ("plugin", "distribution", "problem", "what to do"):
-            table.add_column(column, overflow="fold")
+        err.print(f"{len(problems)} plugin(s) did not load:", style="bold red")
         for p in host.problems:
-            table.add_row(p.name, p.distribution or "-", f"{p.kind}: {p.message}", p.hint)
-        err.print(table)
+            where = f" ({p.distribution} {p.version})" if p.distribution else ""
+            err.print(f"  {p.name}{where}: {p.kind}: {p.message}", markup=False, highlight=False)
+            err.print(f"    what to do: {p.hint}", markup=False, highlight=False)
 
 
 def _toggle(ctx: typer.Context, provider: str, tenant: str, enabled: bool) -> None:
@@ -90,6 +91,7 @@ def _toggle(ctx: typer.Context, provider: str, tenant: str, enabled: bool) -> No
 
 
 @app.command()
+@guarded
 def enable(ctx: typer.Context, provider: Annotated[str, typer.Argument(help="Provider id.")],
            tenant: TenantOption) -> None:
     """Enable a provider for a tenant (its schedules start running)."""
@@ -97,6 +99,7 @@ def enable(ctx: typer.Context, provider: Annotated[str, typer.Argument(help="Pro
 
 
 @app.command()
+@guarded
 def disable(ctx: typer.Context, provider: Annotated[str, typer.Argument(help="Provider id.")],
             tenant: TenantOption) -> None:
     """Disable a provider for a tenant; keeps its data and credentials."""

@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from adconnect.cli._state import out, state
+from adconnect.cli._state import guarded, out, state
 from adconnect.tenants import create_tenant, list_tenants
 
 app = typer.Typer(help="Create and list tenants.", no_args_is_help=True)
 
 
 @app.command()
+@guarded
 def create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Display name, e.g. 'Acme Corp'.")],
@@ -26,6 +27,7 @@ def create(
 
 
 @app.command("list")
+@guarded
 def list_(ctx: typer.Context,
           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List tenants."""

@@ -15,7 +15,7 @@ Grammar (``AND`` binds tighter than ``OR``; keywords are case-insensitive)::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 __all__ = ["ScopeCheck", "ScopeRequirement", "sanitize_scopes"]
@@ -95,7 +95,7 @@ class ScopeRequirement:
 
     def check(self, granted: Iterable[str]) -> ScopeCheck:
         """Evaluate against ``granted``; ``missing`` lists the unsatisfied top-level terms."""
-        have = frozenset(s.strip().lower() for s in granted)
+        have = frozenset(s.strip().lower() for s in _names(granted, "granted"))
         root = self._root
         terms = root.parts if isinstance(root, _Op) and root.op == "AND" else (root,)
         missing = tuple(t.render() for t in terms if not t.satisfied(have))
@@ -143,7 +143,11 @@ def _parse_term(tokens: list[str], pos: int, source: str) -> tuple[_Node, int]:
     return _parse_binary(tokens, pos, source, "AND", _parse_factor)
 
 
-def _parse_binary(tokens, pos, source, op, parse_operand):  # type: ignore[no-untyped-def]
+_Parser = Callable[[list[str], int, str], tuple[_Node, int]]
+
+
+def _parse_binary(tokens: list[str], pos: int, source: str, op: str,
+                  parse_operand: _Parser) -> tuple[_Node, int]:
     node, pos = parse_operand(tokens, pos, source)
     parts = [node]
     while pos < len(tokens) and tokens[pos].upper() == op:
@@ -160,15 +164,23 @@ def _parse_binary(tokens, pos, source, op, parse_operand):  # type: ignore[no-un
 def _parse_factor(tokens: list[str], pos: int, source: str) -> tuple[_Node, int]:
     if pos >= len(tokens):
         raise ValueError(f"scope expression {source!r} ends too early")
-    token = tokens[pos]
-    if token == "(":
+    word = tokens[pos]
+    if word == "(":
         node, pos = _parse_expr(tokens, pos + 1, source)
         if pos >= len(tokens) or tokens[pos] != ")":
             raise ValueError(f"missing ')' in scope expression {source!r}")
         return node, pos + 1
-    if token == ")" or token.upper() in ("AND", "OR"):
-        raise ValueError(f"unexpected {token!r} in scope expression {source!r}")
-    return _Scope(token.lower()), pos + 1
+    if word == ")" or word.upper() in ("AND", "OR"):
+        raise ValueError(f"unexpected {word!r} in scope expression {source!r}")
+    return _Scope(word.lower()), pos + 1
+
+
+def _names(scopes: Iterable[str], what: str) -> Iterable[str]:
+    # A str is an Iterable[str] of characters: "ads_read" would silently become 8 scopes.
+    if isinstance(scopes, str | bytes):
+        raise TypeError(f"{what} must be an iterable of scope names, not a single string "
+                        f"(split {scopes!r} first)")
+    return scopes
 
 
 def sanitize_scopes(
@@ -178,11 +190,12 @@ def sanitize_scopes(
 
     Returns ``(kept, ignored)``; both are de-duplicated, ``ignored`` is sorted.
     """
-    drop = {s.lower() for s in ignore}
-    prefixes = tuple(p.lower() for p in ignore_prefixes)
+    drop = {s.strip().lower() for s in _names(ignore, "ignore")}
+    prefixes = tuple(p.strip().lower() for p in _names(ignore_prefixes, "ignore_prefixes")
+                     if p.strip())
     kept: list[str] = []
     ignored: set[str] = set()
-    for raw in scopes:
+    for raw in _names(scopes, "scopes"):
         scope = raw.strip().lower()
         if not scope:
             continue

@@ -47,7 +47,7 @@ from adconnect.models import (
     SyncWindow,
     TokenSet,
 )
-from adconnect.provider import Provider, ProviderSettings
+from adconnect.provider import OAuthProviderSettings, Provider, ProviderSettings
 from adconnect.scopes import ScopeRequirement, sanitize_scopes
 
 __version__ = "0.1.0"
@@ -76,6 +76,7 @@ __all__ = [
     "MetricDefinition",
     "MetricStatus",
     "MissingScopesError",
+    "OAuthProviderSettings",
     "PluginContractError",
     "Provider",
     "ProviderError",

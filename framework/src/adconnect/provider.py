@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from pydantic import ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adconnect._markers import hookimpl
@@ -35,7 +35,7 @@ from adconnect.models import (
     TokenSet,
 )
 
-__all__ = ["REQUIRED_HOOKS", "Provider", "ProviderSettings"]
+__all__ = ["REQUIRED_HOOKS", "OAuthProviderSettings", "Provider", "ProviderSettings"]
 
 #: Hooks every provider must implement itself, by auth kind.
 REQUIRED_HOOKS: dict[AuthKind | None, tuple[str, ...]] = {
@@ -67,6 +67,17 @@ class ProviderSettings(BaseSettings):
     """Base for provider settings; subclasses set ``env_prefix='ADCONNECT_<PROVIDER>_'``."""
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+
+class OAuthProviderSettings(ProviderSettings):
+    """Settings every OAuth provider has: its app credentials and registered redirect URIs."""
+
+    client_id: str
+    client_secret: SecretStr
+    redirect_uri: str = Field(description="The callback URI registered with the provider; "
+                              "authorization requests must use exactly this string.")
+    extra_redirect_uris: tuple[str, ...] = Field(
+        default=(), description="More registered callback URIs (other environments).")
 
 
 class Provider:
@@ -102,6 +113,12 @@ class Provider:
                     provider_id=self.provider_id,
                 ) from None
         return self._settings
+
+    def allowed_redirect_uris(self) -> tuple[str, ...]:
+        """Redirect URIs a connect flow may use (exact strings, RFC 9700 section 2.1)."""
+        settings = self.settings
+        uris = (getattr(settings, "redirect_uri", None), *getattr(settings, "extra_redirect_uris", ()))
+        return tuple(u for u in uris if u)
 
     @classmethod
     def overridden_hooks(cls) -> frozenset[str]:

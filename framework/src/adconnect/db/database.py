@@ -149,15 +149,16 @@ class Database:
             log.info("database migrated from %s to %s", before or "empty", after)
         return before, after
 
-    def check_reachable(self) -> None:
-        """Raise :class:`ConfigurationError` with a hint when the app role cannot connect."""
+    def check_reachable(self, *, admin: bool = False) -> None:
+        """Raise :class:`ConfigurationError` with a hint when the app (or admin) role cannot connect."""
+        engine, url = (self.admin_engine, self.admin_url) if admin else (self.app_engine, self.app_url)
         try:
-            with self.app_engine.connect() as conn:
+            with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except OperationalError as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             raise ConfigurationError(
-                f"cannot connect to {describe_url(self.app_url)}: {reason}",
+                f"cannot connect to {describe_url(url)}: {reason}",
                 hint="check ADCONNECT_DATABASE_URL / ADCONNECT_APP_DATABASE_URL and that the "
                 "server is running; run `adconnect doctor`",
             ) from None

@@ -18,8 +18,11 @@ from adconnect import hookspecs
 from adconnect.plugins import load_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
-HOOKS = sorted(n for n, f in vars(hookspecs).items()
-               if n.startswith("adconnect_") and callable(f) and hasattr(f, "adconnect_spec"))
+HOOKS = sorted(
+    n
+    for n, f in vars(hookspecs).items()
+    if n.startswith("adconnect_") and callable(f) and hasattr(f, "adconnect_spec")
+)
 
 
 def _test_names() -> set[str]:

@@ -21,10 +21,12 @@ from adconnect.template import PluginNames, find_template, render_plugin
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None,
-         timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, cwd=cwd,
-                            timeout=timeout, check=False)
+def _run(
+    *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout, check=False
+    )
     assert result.returncode == 0, f"{args}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     return result
 
@@ -50,8 +52,14 @@ def test_the_template_is_the_sample_ads_plugin():
 def test_rendering_replaces_every_spelling_of_the_name(tmp_path):
     files = render_plugin("acme_ads", tmp_path / "acme-ads")
     rendered = {p.relative_to(tmp_path / "acme-ads").as_posix() for p in files}
-    assert {"pyproject.toml", "README.md", ".env.example", "src/adconnect_acme_ads/provider.py",
-            "src/adconnect_acme_ads/emulator.py", "tests/test_contract.py"} <= rendered
+    assert {
+        "pyproject.toml",
+        "README.md",
+        ".env.example",
+        "src/adconnect_acme_ads/provider.py",
+        "src/adconnect_acme_ads/emulator.py",
+        "tests/test_contract.py",
+    } <= rendered
     for path in files:
         text = path.read_text()
         assert not re.search(r"sample[_ -]?ads", text, re.IGNORECASE), f"{path} still names the sample"
@@ -80,16 +88,36 @@ def test_template_round_trip(tmp_path, author_venv):
     assert "adconnect-acme-ads" in created.stdout
 
     # the author's machine: no adconnect settings, the test server (if any) for the tests
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("ADCONNECT_") or k == "ADCONNECT_TEST_DATABASE_URL"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ADCONNECT_") or k == "ADCONNECT_TEST_DATABASE_URL"
+    }
     before = json.loads(_run(author_venv, "-m", "adconnect", "providers", "list", "--json", env=env).stdout)
     assert "acme_ads" not in [p["provider_id"] for p in before["providers"]]
 
-    _run(sys.executable, "-m", "pip", "--python", author_venv, "install", "--quiet", "--no-deps",
-         "--no-build-isolation", "--no-index", "-e", dest, env=env)
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        author_venv,
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-e",
+        dest,
+        env=env,
+    )
     after = json.loads(_run(author_venv, "-m", "adconnect", "providers", "list", "--json", env=env).stdout)
     acme = next(p for p in after["providers"] if p["provider_id"] == "acme_ads")
-    assert (acme["distribution"], acme["version"], acme["contract_version"]) == ("adconnect-acme-ads", "0.1.0", "1.0")
+    assert (acme["distribution"], acme["version"], acme["contract_version"]) == (
+        "adconnect-acme-ads",
+        "0.1.0",
+        "1.0",
+    )
     assert after["problems"] == []
 
     # The rendered plugin's own tests, unedited, against a real PostgreSQL.

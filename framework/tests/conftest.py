@@ -7,8 +7,8 @@ import importlib
 import sys
 import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -57,8 +57,15 @@ class ToyProvider(Provider):
 
     @hookimpl
     def adconnect_declare_streams(self) -> list[StreamSpec]:
-        return [StreamSpec(name="items", record_model=ToyItem, primary_key=("item_id", "day"),
-                           cursor_field="day", default_lookback=timedelta(days=2))]
+        return [
+            StreamSpec(
+                name="items",
+                record_model=ToyItem,
+                primary_key=("item_id", "day"),
+                cursor_field="day",
+                default_lookback=timedelta(days=2),
+            )
+        ]
 
     @hookimpl
     def adconnect_declare_metrics(self) -> list[MetricDefinition]:
@@ -66,19 +73,30 @@ class ToyProvider(Provider):
 
     @hookimpl
     def adconnect_build_authorization_url(self, request: AuthorizationRequest) -> AuthorizationURL:
-        query = urlencode({"state": request.state, "redirect_uri": request.redirect_uri,
-                           "code_challenge": request.code_challenge, "scope": "read insights"})
+        query = urlencode(
+            {
+                "state": request.state,
+                "redirect_uri": request.redirect_uri,
+                "code_challenge": request.code_challenge,
+                "scope": "read insights",
+            }
+        )
         return AuthorizationURL(url=f"https://toy.example/authorize?{query}", scopes=("read", "insights"))
 
     @hookimpl
     def adconnect_exchange_code(self, exchange: CodeExchange) -> TokenSet:
-        return TokenSet(access_token=f"at-{exchange.code.get_secret_value()}", refresh_token="rt-1",
-                        expires_at=datetime.now(UTC) + timedelta(hours=1), scopes=self.granted)
+        return TokenSet(
+            access_token=f"at-{exchange.code.get_secret_value()}",
+            refresh_token="rt-1",
+            expires_at=datetime.now(UTC) + timedelta(hours=1),
+            scopes=self.granted,
+        )
 
     @hookimpl
     def adconnect_refresh_token(self, token: TokenSet) -> TokenSet:
-        return token.model_copy(update={"access_token": "at-refreshed",
-                                        "expires_at": datetime.now(UTC) + timedelta(hours=2)})
+        return token.model_copy(
+            update={"access_token": "at-refreshed", "expires_at": datetime.now(UTC) + timedelta(hours=2)}
+        )
 
     @hookimpl
     def adconnect_revoke_token(self, token: TokenSet) -> bool:
@@ -91,24 +109,31 @@ class ToyProvider(Provider):
 
     @hookimpl
     def adconnect_validate_credential(self, token: TokenSet, flow: str) -> CredentialReport:
-        return CredentialReport(status=CredentialStatus.VALID, identity="toy-user",
-                                granted_scopes=token.scopes, expires_at=token.expires_at)
+        return CredentialReport(
+            status=CredentialStatus.VALID,
+            identity="toy-user",
+            granted_scopes=token.scopes,
+            expires_at=token.expires_at,
+        )
 
     @hookimpl
     def adconnect_discover_assets(self, token: TokenSet) -> list[DiscoveredAsset]:
         return [DiscoveredAsset(asset_id="acct-1", kind="ad_account", name="Toy account", currency="USD")]
 
     @hookimpl
-    def adconnect_discover_metric_availability(self, token: TokenSet, asset: DiscoveredAsset
-                                               ) -> list[MetricAvailability]:
+    def adconnect_discover_metric_availability(
+        self, token: TokenSet, asset: DiscoveredAsset
+    ) -> list[MetricAvailability]:
         return [MetricAvailability(metric_id="toy_ads.clicks", asset_id=asset.asset_id, available=True)]
 
     @hookimpl
     def adconnect_read_stream(self, request: ReadRequest) -> Iterator[RecordBatch | StateCheckpoint]:
         day = request.window.start
         while day < request.window.end:
-            yield RecordBatch(stream="items", records=tuple(
-                {"item_id": f"i{n}", "day": day, "clicks": n} for n in range(10)))
+            yield RecordBatch(
+                stream="items",
+                records=tuple({"item_id": f"i{n}", "day": day, "clicks": n} for n in range(10)),
+            )
             yield StateCheckpoint(stream="items", state={"day": day.isoformat()})
             day += timedelta(days=1)
 
@@ -152,7 +177,7 @@ def host(toy: ToyProvider, audit: AuditPlugin) -> PluginHost:
 
 # --- fake installed distributions (a module + .dist-info with entry_points.txt) ------------
 
-PROVIDER = '''
+PROVIDER = """
 import adconnect
 from adconnect import Provider, StreamSpec, hookimpl
 from pydantic import BaseModel
@@ -176,7 +201,7 @@ class {cls}(Provider):
     def adconnect_read_stream(self, request):
         return iter(())
 {extra}
-'''
+"""
 
 
 @pytest.fixture

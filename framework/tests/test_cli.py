@@ -38,8 +38,13 @@ def cli(adconnect_env):
 
 @pytest.fixture
 def installed(site):
-    site("adconnect-alpha-ads", "alpha_ads", "alpha_ads_plugin", provider_source("alpha_ads"),
-         target=f"alpha_ads_plugin:{provider_class_name('alpha_ads')}")
+    site(
+        "adconnect-alpha-ads",
+        "alpha_ads",
+        "alpha_ads_plugin",
+        provider_source("alpha_ads"),
+        target=f"alpha_ads_plugin:{provider_class_name('alpha_ads')}",
+    )
 
 
 def test_tenants_create_and_list(cli):
@@ -47,8 +52,10 @@ def test_tenants_create_and_list(cli):
     assert "created tenant acme-corp-jm" in created.stdout
     cli("tenants", "create", "Blue Harbour", "--slug", "blue")
     listed = json.loads(cli("tenants", "list", "--json").stdout)
-    assert [(t["slug"], t["name"]) for t in listed] == [("acme-corp-jm", "Acme Corp (JM)"),
-                                                         ("blue", "Blue Harbour")]
+    assert [(t["slug"], t["name"]) for t in listed] == [
+        ("acme-corp-jm", "Acme Corp (JM)"),
+        ("blue", "Blue Harbour"),
+    ]
 
 
 def test_errors_are_one_line_with_a_hint_and_no_traceback(cli):
@@ -72,7 +79,10 @@ def test_providers_list_enable_disable(cli, installed):
     listed = json.loads(cli("providers", "list", "--json").stdout)
     alpha = next(p for p in listed["providers"] if p["provider_id"] == "alpha_ads")
     assert (alpha["distribution"], alpha["version"], alpha["contract_version"]) == (
-        "adconnect-alpha-ads", "1.4.0", "1.0")
+        "adconnect-alpha-ads",
+        "1.4.0",
+        "1.0",
+    )
     assert "sync" in alpha["capabilities"]
     assert "enabled" not in alpha
 
@@ -105,8 +115,9 @@ def test_disabling_keeps_credentials(cli, installed, adconnect_env, adconnect_db
     service = ConnectionService(adconnect_db, load_plugins(), vault, None)  # type: ignore[arg-type]
     with adconnect_db.tenant(tenant.id) as conn:
         record = service.ensure(conn, tenant.id, "alpha_ads", "default")
-        vault.put_secret(conn, tenant_id=tenant.id, connection_id=record.id, field="api_key",
-                         value="canary-api-key-123")
+        vault.put_secret(
+            conn, tenant_id=tenant.id, connection_id=record.id, field="api_key", value="canary-api-key-123"
+        )
     cli("providers", "disable", "alpha_ads", "--tenant", "acme")
     with adconnect_db.tenant(tenant.id) as conn:
         kept = vault.get_secret(conn, tenant_id=tenant.id, connection_id=record.id, field="api_key")
@@ -114,8 +125,13 @@ def test_disabling_keeps_credentials(cli, installed, adconnect_env, adconnect_db
 
 
 def test_broken_plugins_are_shown_with_what_to_do(cli, site):
-    site("adconnect-broken-ads", "broken_ads", "broken_ads_plugin", "raise RuntimeError('boom')\n",
-         target="broken_ads_plugin:X")
+    site(
+        "adconnect-broken-ads",
+        "broken_ads",
+        "broken_ads_plugin",
+        "raise RuntimeError('boom')\n",
+        target="broken_ads_plugin:X",
+    )
     result = cli("providers", "list")
     assert "broken_ads" in result.stderr and "import_error" in result.stderr
     assert "ADCONNECT_DISABLE_PLUGINS=broken_ads" in result.stderr
@@ -124,12 +140,23 @@ def test_broken_plugins_are_shown_with_what_to_do(cli, site):
 def test_doctor_passes_on_a_healthy_install_and_explains_problems(cli, site, monkeypatch):
     healthy = json.loads(cli("doctor", "--json").stdout)
     statuses = {c["name"]: c["status"] for c in healthy}
-    for name in ("settings", "database", "migrations", "app role", "row-level security",
-                 "master key", "tenant data keys"):
+    for name in (
+        "settings",
+        "database",
+        "migrations",
+        "app role",
+        "row-level security",
+        "master key",
+        "tenant data keys",
+    ):
         assert statuses[name] == "ok", (name, healthy)
-    site("adconnect-future-ads", "future_ads", "future_ads_plugin",
-         provider_source("future_ads", contract="2.0"),
-         target=f"future_ads_plugin:{provider_class_name('future_ads')}")
+    site(
+        "adconnect-future-ads",
+        "future_ads",
+        "future_ads_plugin",
+        provider_source("future_ads", contract="2.0"),
+        target=f"future_ads_plugin:{provider_class_name('future_ads')}",
+    )
     broken = cli("doctor", "--json", code=1)
     checks = {c["name"]: c for c in json.loads(broken.stdout)}
     future = checks["plugin future_ads"]
@@ -157,14 +184,20 @@ def test_keys_rotate_keeps_every_credential_readable(cli, adconnect_env, adconne
     service = ConnectionService(adconnect_db, load_plugins(), vault, None)  # type: ignore[arg-type]
     with adconnect_db.tenant(tenant.id) as conn:
         record = service.ensure(conn, tenant.id, "any", "default")
-        vault.put_secret(conn, tenant_id=tenant.id, connection_id=record.id, field="refresh_token",
-                         value="canary-refresh-token-1")
+        vault.put_secret(
+            conn,
+            tenant_id=tenant.id,
+            connection_id=record.id,
+            field="refresh_token",
+            value="canary-refresh-token-1",
+        )
     out = cli("keys", "rotate").stdout
     assert "master key:" in out and "tenant data keys:" in out
     after = MasterKeyring.from_settings(settings)
     assert after.ids != before.ids and before.primary.key_id not in after.ids
     with adconnect_db.tenant(tenant.id) as conn:
         secret = Vault(adconnect_db, after).get_secret(
-            conn, tenant_id=tenant.id, connection_id=record.id, field="refresh_token")
+            conn, tenant_id=tenant.id, connection_id=record.id, field="refresh_token"
+        )
     assert secret is not None and secret.get_secret_value() == "canary-refresh-token-1"
     assert "canary-refresh-token-1" not in out

@@ -25,14 +25,15 @@ class ItemsEmulator(Emulator):
 
     @route("GET", "/v1/items/{item_id}")
     def get_item(self, request: Request) -> Response:
-        return Response(json={"id": request.path_params["item_id"],
-                              "value": self.rng.randint(0, 10**6)})
+        return Response(json={"id": request.path_params["item_id"], "value": self.rng.randint(0, 10**6)})
 
     @route("POST", "/v1/items/{item_id}")
     @route("PUT", "/v1/items/{item_id}")
     def write_item(self, request: Request) -> Response:
-        return Response(status=201, json={"method": request.method, "got": request.json(),
-                                          "id": request.path_params["item_id"]})
+        return Response(
+            status=201,
+            json={"method": request.method, "got": request.json(), "id": request.path_params["item_id"]},
+        )
 
     @route("GET", "/v1/items/special")
     def special(self, request: Request) -> dict:
@@ -44,8 +45,7 @@ class ItemsEmulator(Emulator):
 
     @route("GET", "/v1/files/{rest:path}")
     def files(self, request: Request) -> Response:
-        return Response(body=f"file {request.path_params['rest']}",
-                        headers={"X-Usage": "3"})
+        return Response(body=f"file {request.path_params['rest']}", headers={"X-Usage": "3"})
 
     @route("GET", "/v1/missing")
     def missing(self, request: Request) -> dict:
@@ -77,8 +77,7 @@ def test_path_params_query_and_json(emu, http):
     listing = http.get("/v1/items", params=[("tag", "a"), ("tag", "b"), ("limit", "5")]).json()
     assert listing == {"tags": ["a", "b"], "limit": "5"}
     written = http.put("/v1/items/7", json={"x": 1})
-    assert (written.status_code, written.json()) == (201, {"method": "PUT", "got": {"x": 1},
-                                                          "id": "7"})
+    assert (written.status_code, written.json()) == (201, {"method": "PUT", "got": {"x": 1}, "id": "7"})
     assert http.post("/v1/items/7", json=[1]).json()["method"] == "POST"
 
 
@@ -125,12 +124,16 @@ def test_declaration_errors():
 
 
 def test_faults_are_fifo_per_route_then_the_handler_answers(emu, http):
-    emu.inject("GET /v1/items/{item_id}", status=429, json={"error": "slow down"},
-               headers={"Retry-After": "7"})
+    emu.inject(
+        "GET /v1/items/{item_id}", status=429, json={"error": "slow down"}, headers={"Retry-After": "7"}
+    )
     emu.inject("GET /v1/items/{item_id}", status=503, body="unavailable", times=2)
     first = http.get("/v1/items/1")
     assert (first.status_code, first.json(), first.headers["retry-after"]) == (
-        429, {"error": "slow down"}, "7")
+        429,
+        {"error": "slow down"},
+        "7",
+    )
     assert [http.get("/v1/items/1").status_code for _ in range(3)] == [503, 503, 200]
     assert http.get("/v1/items").status_code == 200  # other routes never saw a fault
 
@@ -242,8 +245,13 @@ def oauth_emu():
 
 
 def _authorize(emulator: OAuthEmulator, **overrides: str) -> httpx.Response:
-    params = {"response_type": "code", "client_id": emulator.oauth.client_id,
-              "redirect_uri": REDIRECT, "state": "st-1", "scope": "ads_read"}
+    params = {
+        "response_type": "code",
+        "client_id": emulator.oauth.client_id,
+        "redirect_uri": REDIRECT,
+        "state": "st-1",
+        "scope": "ads_read",
+    }
     params.update(overrides)
     return httpx.get(emulator.authorize_url, params=params, follow_redirects=False)
 
@@ -264,10 +272,12 @@ def _token(emulator: OAuthEmulator, auth: str = "post", **form: str) -> httpx.Re
     return httpx.post(emulator.token_url, data=form, headers=headers)
 
 
-def test_authorize_refuses_unknown_clients_and_unregistered_redirects_without_redirecting(
-        oauth_emu):
-    for overrides in ({"client_id": "intruder"}, {"redirect_uri": REDIRECT + "/"},
-                      {"redirect_uri": "https://evil.example/cb"}):
+def test_authorize_refuses_unknown_clients_and_unregistered_redirects_without_redirecting(oauth_emu):
+    for overrides in (
+        {"client_id": "intruder"},
+        {"redirect_uri": REDIRECT + "/"},
+        {"redirect_uri": "https://evil.example/cb"},
+    ):
         answer = _authorize(oauth_emu, **overrides)
         assert answer.status_code == 400
         assert "location" not in answer.headers
@@ -285,17 +295,23 @@ def test_authorize_redirects_errors_with_state(oauth_emu):
 
 def test_code_grant_pkce_single_use_and_basic_auth(oauth_emu):
     verifier = "v" * 50
-    code = _code(_authorize(oauth_emu, code_challenge=s256(verifier),
-                            code_challenge_method="S256"))
-    tokens = _token(oauth_emu, "basic", grant_type="authorization_code", code=code,
-                    redirect_uri=REDIRECT, code_verifier=verifier)
+    code = _code(_authorize(oauth_emu, code_challenge=s256(verifier), code_challenge_method="S256"))
+    tokens = _token(
+        oauth_emu,
+        "basic",
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri=REDIRECT,
+        code_verifier=verifier,
+    )
     assert tokens.status_code == 200, tokens.text
     body = tokens.json()
     assert body["scope"] == "ads_read"
     assert tokens.headers["cache-control"] == "no-store"
     assert oauth_emu.oauth.check_access_token(body["access_token"]).scopes == {"ads_read"}
-    again = _token(oauth_emu, grant_type="authorization_code", code=code,
-                   redirect_uri=REDIRECT, code_verifier=verifier)
+    again = _token(
+        oauth_emu, grant_type="authorization_code", code=code, redirect_uri=REDIRECT, code_verifier=verifier
+    )
     assert again.json()["error"] == "invalid_grant"
     # a replayed code revokes what it issued (RFC 6749 §4.1.2)
     assert oauth_emu.oauth.check_access_token(body["access_token"]) is None
@@ -303,16 +319,18 @@ def test_code_grant_pkce_single_use_and_basic_auth(oauth_emu):
     assert verifier in oauth_emu.oauth.sensitive_values()
 
 
-@pytest.mark.parametrize(("form", "error"), [
-    ({"code_verifier": "w" * 50}, "invalid_grant"),                  # wrong verifier
-    ({}, "invalid_grant"),                                           # verifier missing
-    ({"redirect_uri": REDIRECT + "?x=1"}, "invalid_grant"),          # redirect differs
-    ({"grant_type": "password"}, "unsupported_grant_type"),
-    ({"grant_type": ""}, "invalid_request"),
-])
+@pytest.mark.parametrize(
+    ("form", "error"),
+    [
+        ({"code_verifier": "w" * 50}, "invalid_grant"),  # wrong verifier
+        ({}, "invalid_grant"),  # verifier missing
+        ({"redirect_uri": REDIRECT + "?x=1"}, "invalid_grant"),  # redirect differs
+        ({"grant_type": "password"}, "unsupported_grant_type"),
+        ({"grant_type": ""}, "invalid_request"),
+    ],
+)
 def test_code_grant_refusals(oauth_emu, form, error):
-    code = _code(_authorize(oauth_emu, code_challenge=s256("v" * 50),
-                            code_challenge_method="S256"))
+    code = _code(_authorize(oauth_emu, code_challenge=s256("v" * 50), code_challenge_method="S256"))
     request = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
     request.update(form)
     answer = _token(oauth_emu, **{k: v for k, v in request.items() if v or k == "grant_type"})
@@ -323,32 +341,40 @@ def test_pkce_downgrade_and_expired_codes_are_refused():
     now = [1_000_000.0]
     with OAuthEmulator(redirect_uris=(REDIRECT,), clock=lambda: now[0]) as emulator:
         code = _code(_authorize(emulator))  # no challenge
-        downgrade = _token(emulator, grant_type="authorization_code", code=code,
-                           redirect_uri=REDIRECT, code_verifier="v" * 50)
+        downgrade = _token(
+            emulator,
+            grant_type="authorization_code",
+            code=code,
+            redirect_uri=REDIRECT,
+            code_verifier="v" * 50,
+        )
         assert downgrade.json()["error"] == "invalid_grant"
         code = _code(_authorize(emulator))
         now[0] += 61
-        expired = _token(emulator, grant_type="authorization_code", code=code,
-                         redirect_uri=REDIRECT)
+        expired = _token(emulator, grant_type="authorization_code", code=code, redirect_uri=REDIRECT)
         assert expired.json()["error_description"] == "authorization code expired"
 
 
 def test_client_authentication(oauth_emu):
     assert _token(oauth_emu, "none", grant_type="refresh_token").status_code == 401
-    wrong = httpx.post(oauth_emu.token_url, data={
-        "client_id": oauth_emu.oauth.client_id, "client_secret": "nope",
-        "grant_type": "refresh_token", "refresh_token": "x"})
+    wrong = httpx.post(
+        oauth_emu.token_url,
+        data={
+            "client_id": oauth_emu.oauth.client_id,
+            "client_secret": "nope",
+            "grant_type": "refresh_token",
+            "refresh_token": "x",
+        },
+    )
     assert (wrong.status_code, wrong.json()["error"]) == (401, "invalid_client")
     oauth_emu.oauth.auth_methods = frozenset({"client_secret_basic"})
-    assert _token(oauth_emu, "post", grant_type="refresh_token").json()["error"] == (
-        "invalid_client")
+    assert _token(oauth_emu, "post", grant_type="refresh_token").json()["error"] == ("invalid_client")
 
 
 def test_refresh_rotation_reuse_detection_and_revocation(oauth_emu):
     oauth_emu.oauth.rotate_refresh_tokens = True
     first = oauth_emu.oauth.mint(["ads_read"])
-    rotated = _token(oauth_emu, grant_type="refresh_token",
-                     refresh_token=first["refresh_token"]).json()
+    rotated = _token(oauth_emu, grant_type="refresh_token", refresh_token=first["refresh_token"]).json()
     assert rotated["refresh_token"] != first["refresh_token"]
     reuse = _token(oauth_emu, grant_type="refresh_token", refresh_token=first["refresh_token"])
     assert reuse.json()["error"] == "invalid_grant"
@@ -357,9 +383,14 @@ def test_refresh_rotation_reuse_detection_and_revocation(oauth_emu):
     assert after.json()["error"] == "invalid_grant"
 
     fresh = oauth_emu.oauth.mint(["ads_read"])
-    revoke = httpx.post(oauth_emu.revoke_url, data={
-        "token": fresh["refresh_token"], "client_id": oauth_emu.oauth.client_id,
-        "client_secret": oauth_emu.oauth.client_secret})
+    revoke = httpx.post(
+        oauth_emu.revoke_url,
+        data={
+            "token": fresh["refresh_token"],
+            "client_id": oauth_emu.oauth.client_id,
+            "client_secret": oauth_emu.oauth.client_secret,
+        },
+    )
     assert revoke.status_code == 200
     assert oauth_emu.oauth.check_access_token(fresh["access_token"]) is None
     refused = _token(oauth_emu, grant_type="refresh_token", refresh_token=fresh["refresh_token"])
@@ -371,13 +402,15 @@ def test_oauth_server_helpers_and_reset(oauth_emu):
     assert oauth_emu.oauth.check_access_token(minted["access_token"]) is not None
     oauth_emu.oauth.expire_access_tokens()
     assert oauth_emu.oauth.check_access_token(minted["access_token"]) is None
-    refreshed = _token(oauth_emu, grant_type="refresh_token",
-                       refresh_token=minted["refresh_token"]).json()
+    refreshed = _token(oauth_emu, grant_type="refresh_token", refresh_token=minted["refresh_token"]).json()
     assert "refresh_token" not in refreshed  # not rotating: the old one stays valid
     oauth_emu.oauth.revoke_all()
     assert oauth_emu.oauth.check_access_token(refreshed["access_token"]) is None
     assert oauth_emu.components == (oauth_emu.oauth,)
     oauth_emu.reset()
     assert oauth_emu.oauth.issued_secrets == frozenset()
-    assert oauth_emu.routes == (oauth_emu.oauth.authorize_route, oauth_emu.oauth.token_route,
-                                oauth_emu.oauth.revoke_route)
+    assert oauth_emu.routes == (
+        oauth_emu.oauth.authorize_route,
+        oauth_emu.oauth.token_route,
+        oauth_emu.oauth.revoke_route,
+    )

@@ -40,8 +40,12 @@ TOKEN = TokenSet(access_token="at-1", refresh_token="rt-1", scopes=frozenset({"r
 
 
 def _ref() -> ConnectionRef:
-    return ConnectionRef(connection_id=uuid.uuid4(), tenant_id=uuid.uuid4(), provider_id="toy_ads",
-                         external_account_id="acct-1")
+    return ConnectionRef(
+        connection_id=uuid.uuid4(),
+        tenant_id=uuid.uuid4(),
+        provider_id="toy_ads",
+        external_account_id="acct-1",
+    )
 
 
 def test_hook_adconnect_describe_provider(host, audit):
@@ -88,8 +92,10 @@ def test_hook_adconnect_build_authorization_url(host):
 
 
 def test_hook_adconnect_exchange_code(host, audit):
-    token = host.exchange_code("toy_ads", CodeExchange(code=SecretStr("abc"), redirect_uri="https://x/cb",
-                                                       code_verifier=SecretStr("v" * 43)))
+    token = host.exchange_code(
+        "toy_ads",
+        CodeExchange(code=SecretStr("abc"), redirect_uri="https://x/cb", code_verifier=SecretStr("v" * 43)),
+    )
     assert token.access_token.get_secret_value() == "at-abc"
     assert "at-abc" not in repr(token)
     assert ("exchange", "toy_ads") in audit.seen
@@ -143,7 +149,9 @@ def test_hook_adconnect_validate_credential(host):
     report = host.validate_credential("toy_ads", TOKEN)
     assert report.status is CredentialStatus.VALID
     assert report.missing_scopes == ("insights OR reports",)  # filled in by the framework
-    full = host.validate_credential("toy_ads", TOKEN.model_copy(update={"scopes": frozenset({"read", "reports"})}))
+    full = host.validate_credential(
+        "toy_ads", TOKEN.model_copy(update={"scopes": frozenset({"read", "reports"})})
+    )
     assert full.missing_scopes == () and full.usable
 
 
@@ -160,7 +168,9 @@ def test_hook_adconnect_discover_metric_availability(host):
 
 def test_hook_adconnect_read_stream(host, toy):
     window = SyncWindow(start=NOW, end=NOW + timedelta(days=2))
-    messages = list(host.read_stream("toy_ads", ReadRequest(connection=_ref(), stream="items", window=window)))
+    messages = list(
+        host.read_stream("toy_ads", ReadRequest(connection=_ref(), stream="items", window=window))
+    )
     assert [type(m) for m in messages] == [RecordBatch, StateCheckpoint] * 2
     assert sum(len(m.records) for m in messages if isinstance(m, RecordBatch)) == 20
 
@@ -178,16 +188,35 @@ def test_hook_adconnect_check_connection(host):
     ref = _ref()
     missing = host.check_connection("toy_ads", ConnectionContext(connection=ref, enabled=True))
     assert (missing.status, missing.reason_code, missing.actions) == (
-        ConnectionState.NOT_CONNECTED, "missing_credential", ("connect_oauth",))
-    fresh = host.check_connection("toy_ads", ConnectionContext(
-        connection=ref, enabled=True, token=TOKEN, credential_status=CredentialStatus.VALID,
-        last_synced_at=datetime.now(UTC) - timedelta(minutes=5), last_run_status="succeeded"))
+        ConnectionState.NOT_CONNECTED,
+        "missing_credential",
+        ("connect_oauth",),
+    )
+    fresh = host.check_connection(
+        "toy_ads",
+        ConnectionContext(
+            connection=ref,
+            enabled=True,
+            token=TOKEN,
+            credential_status=CredentialStatus.VALID,
+            last_synced_at=datetime.now(UTC) - timedelta(minutes=5),
+            last_run_status="succeeded",
+        ),
+    )
     assert (fresh.status, fresh.reason_code) == (ConnectionState.ACTIVE, "active_sync")
-    disabled = host.check_connection("toy_ads", ConnectionContext(
-        connection=ref, enabled=False, token=TOKEN, credential_status=CredentialStatus.VALID))
+    disabled = host.check_connection(
+        "toy_ads",
+        ConnectionContext(
+            connection=ref, enabled=False, token=TOKEN, credential_status=CredentialStatus.VALID
+        ),
+    )
     assert disabled.reason_code == "provider_disabled"
-    reauth = host.check_connection("toy_ads", ConnectionContext(
-        connection=ref, enabled=True, token=TOKEN, credential_status=CredentialStatus.REAUTH_REQUIRED))
+    reauth = host.check_connection(
+        "toy_ads",
+        ConnectionContext(
+            connection=ref, enabled=True, token=TOKEN, credential_status=CredentialStatus.REAUTH_REQUIRED
+        ),
+    )
     assert reauth.reason_code == "credential_reauth_required"
 
 
@@ -197,8 +226,9 @@ def _window() -> SyncWindow:
 
 def test_hook_adconnect_sync_started(host, caplog):
     caplog.set_level(logging.INFO, logger="adconnect.events")
-    host.notify_sync_started(SyncStarted(run_id=uuid.uuid4(), connection=_ref(), stream="items",
-                                         window=_window()))
+    host.notify_sync_started(
+        SyncStarted(run_id=uuid.uuid4(), connection=_ref(), stream="items", window=_window())
+    )
     assert "sync started" in caplog.text and "toy_ads" in caplog.text  # the default event_log plugin
 
 
@@ -209,8 +239,14 @@ def test_hook_adconnect_sync_finished(host, audit, caplog):
             raise RuntimeError("listener broke")
 
     host.pm.register(Failing())
-    event = SyncFinished(run_id=uuid.uuid4(), connection=_ref(), stream="items", window=_window(),
-                         status="succeeded", records_read=20)
+    event = SyncFinished(
+        run_id=uuid.uuid4(),
+        connection=_ref(),
+        stream="items",
+        window=_window(),
+        status="succeeded",
+        records_read=20,
+    )
     host.notify_sync_finished(event)  # the failing listener is logged, not raised
     assert audit.events == ["succeeded"]
     assert "listener broke" in caplog.text

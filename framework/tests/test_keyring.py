@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from adconnect.errors import ConfigurationError
 from adconnect.keyring import MasterKeyring, generate_key, key_id, write_key_file
 from adconnect.settings import FrameworkSettings
@@ -35,8 +36,7 @@ def test_keys_from_the_environment_newest_first(tmp_path):
     standard = base64.b64encode(older).decode()
     assert "+" in standard
     assert "/" in standard
-    ring = MasterKeyring.from_settings(
-        _settings(tmp_path, f"{_url(newest).rstrip('=')} , {standard},"))
+    ring = MasterKeyring.from_settings(_settings(tmp_path, f"{_url(newest).rstrip('=')} , {standard},"))
     assert ring.ids == (key_id(newest), key_id(older))
     assert key_id(newest) == hashlib.sha256(newest).hexdigest()[:16]
     assert ring.primary.material == newest
@@ -47,12 +47,15 @@ def test_keys_from_the_environment_newest_first(tmp_path):
     assert not (tmp_path / "data").exists()  # the key file is not touched
 
 
-@pytest.mark.parametrize(("value", "problem"), [
-    ("not base64 at all!!", "entry #1 is not valid base64"),
-    (_url(b"k" * 16), "entry #1 decodes to 16 bytes, expected 32"),
-    (f"{_url(b'k' * 32)},{_url(b's' * 40)}", "entry #2 decodes to 40 bytes"),
-    (" , ", "set but empty"),
-])
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("not base64 at all!!", "entry #1 is not valid base64"),
+        (_url(b"k" * 16), "entry #1 decodes to 16 bytes, expected 32"),
+        (f"{_url(b'k' * 32)},{_url(b's' * 40)}", "entry #2 decodes to 40 bytes"),
+        (" , ", "set but empty"),
+    ],
+)
 def test_malformed_environment_keys_are_named_but_never_shown(tmp_path, value, problem):
     with pytest.raises(ConfigurationError) as info:
         MasterKeyring.from_settings(_settings(tmp_path, value))
@@ -112,13 +115,16 @@ def test_concurrent_first_runs_agree_on_one_key(tmp_path):
 KEY = bytes(range(32))
 
 
-@pytest.mark.parametrize(("content", "problem"), [
-    ("garbage!!\n", "line 1 of the master key file"),
-    (f"{'0' * 16} {_url(KEY)}\n", "does not match its key"),
-    (f"# comment\n\n{key_id(KEY)} {_url(KEY[:16])}\n", "line 3"),
-    (f"{key_id(KEY)} {_url(KEY)} extra\n", "has 3 fields"),
-    ("# only comments\n", "keyring is empty"),
-])
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("garbage!!\n", "line 1 of the master key file"),
+        (f"{'0' * 16} {_url(KEY)}\n", "does not match its key"),
+        (f"# comment\n\n{key_id(KEY)} {_url(KEY[:16])}\n", "line 3"),
+        (f"{key_id(KEY)} {_url(KEY)} extra\n", "has 3 fields"),
+        ("# only comments\n", "keyring is empty"),
+    ],
+)
 def test_a_malformed_key_file_is_refused_without_showing_keys(tmp_path, content, problem):
     path = tmp_path / "master.key"
     _write_private(path, content)

@@ -33,9 +33,12 @@ PROVIDER = "toy_ads"
 @pytest.fixture
 def tenant_ids(adconnect_db):
     with adconnect_db.platform() as conn:
-        return [conn.execute(insert(tenants).values(slug=slug, name=slug.title())
-                             .returning(tenants.c.id)).scalar_one()
-                for slug in ("acme", "beta")]
+        return [
+            conn.execute(
+                insert(tenants).values(slug=slug, name=slug.title()).returning(tenants.c.id)
+            ).scalar_one()
+            for slug in ("acme", "beta")
+        ]
 
 
 @pytest.fixture
@@ -55,10 +58,16 @@ def emulator():
 
 
 def make_config(emu: OAuthEmulator, **overrides) -> OAuthClientConfig:
-    values = {"provider_id": PROVIDER, "authorize_url": emu.authorize_url,
-              "token_url": emu.token_url, "revoke_url": emu.revoke_url,
-              "client_id": emu.oauth.client_id, "client_secret": emu.oauth.client_secret,
-              "scopes": ("ads_read", "business_management"), "timeout": 2.0}
+    values = {
+        "provider_id": PROVIDER,
+        "authorize_url": emu.authorize_url,
+        "token_url": emu.token_url,
+        "revoke_url": emu.revoke_url,
+        "client_id": emu.oauth.client_id,
+        "client_secret": emu.oauth.client_secret,
+        "scopes": ("ads_read", "business_management"),
+        "timeout": 2.0,
+    }
     values.update(overrides)
     return OAuthClientConfig(**values)
 
@@ -70,16 +79,23 @@ def client(emulator):
 
 
 def issue(states: OAuthStates, tenant, **overrides):
-    values = {"tenant_id": tenant, "provider_id": PROVIDER, "flow": "default",
-              "redirect_uri": REDIRECT, "allowed_redirect_uris": [REDIRECT], "user_id": "u-1"}
+    values = {
+        "tenant_id": tenant,
+        "provider_id": PROVIDER,
+        "flow": "default",
+        "redirect_uri": REDIRECT,
+        "allowed_redirect_uris": [REDIRECT],
+        "user_id": "u-1",
+    }
     values.update(overrides)
     return states.issue(**values)
 
 
 def authorize(client: OAuthClient, issued, **kwargs) -> tuple[str, str]:
     """Follow the authorization URL on the emulator; returns ``(code, state)`` from Location."""
-    request = AuthorizationRequest(state=issued.state, redirect_uri=REDIRECT,
-                                   code_challenge=issued.code_challenge)
+    request = AuthorizationRequest(
+        state=issued.state, redirect_uri=REDIRECT, code_challenge=issued.code_challenge
+    )
     url = client.authorization_url(request, **kwargs).url
     answer = httpx.get(url, follow_redirects=False)
     assert answer.status_code == 302, answer.text
@@ -105,13 +121,15 @@ def test_full_round_trip(states, tenant, emulator, method):
     issued = issue(states, tenant)
     code, state = authorize(client, issued)
     assert state == issued.state
-    consumed = states.consume(state, provider_id=PROVIDER, flow="default", redirect_uri=REDIRECT,
-                              tenant_id=tenant, user_id="u-1")
+    consumed = states.consume(
+        state, provider_id=PROVIDER, flow="default", redirect_uri=REDIRECT, tenant_id=tenant, user_id="u-1"
+    )
     assert (consumed.tenant_id, consumed.user_id, consumed.flow) == (tenant, "u-1", "default")
     assert consumed.code_verifier == issued.code_verifier
 
-    token = client.exchange_code(CodeExchange(code=code, redirect_uri=REDIRECT,
-                                              code_verifier=consumed.code_verifier))
+    token = client.exchange_code(
+        CodeExchange(code=code, redirect_uri=REDIRECT, code_verifier=consumed.code_verifier)
+    )
     info = emulator.oauth.check_access_token(token.access_token.get_secret_value())
     assert info is not None
     assert info.scopes == token.scopes == {"ads_read", "business_management"}
@@ -142,28 +160,42 @@ def test_rotated_refresh_tokens_replace_the_old_one(emulator, client):
 
 
 def test_authorization_url_parameters(client, emulator):
-    request = AuthorizationRequest(state="st", redirect_uri=REDIRECT, code_challenge="ch",
-                                   scopes=(" Ads_Read", "read_insights", "instagram_basic",
-                                           "ads_read", "pages_show_list"),
-                                   options={"auth_type": "rerequest"})
-    built = client.authorization_url(request, ignore=["read_insights"],
-                                     ignore_prefixes=["instagram_"], extra={"prompt": "consent"})
+    request = AuthorizationRequest(
+        state="st",
+        redirect_uri=REDIRECT,
+        code_challenge="ch",
+        scopes=(" Ads_Read", "read_insights", "instagram_basic", "ads_read", "pages_show_list"),
+        options={"auth_type": "rerequest"},
+    )
+    built = client.authorization_url(
+        request, ignore=["read_insights"], ignore_prefixes=["instagram_"], extra={"prompt": "consent"}
+    )
     assert built.scopes == ("ads_read", "pages_show_list")
     assert built.ignored_scopes == ("instagram_basic", "read_insights")
     query = parse_qs(urlsplit(built.url).query)
     assert {k: v[0] for k, v in query.items()} == {
-        "response_type": "code", "client_id": emulator.oauth.client_id,
-        "redirect_uri": REDIRECT, "state": "st", "scope": "ads_read pages_show_list",
-        "code_challenge": "ch", "code_challenge_method": "S256", "auth_type": "rerequest",
-        "prompt": "consent"}
+        "response_type": "code",
+        "client_id": emulator.oauth.client_id,
+        "redirect_uri": REDIRECT,
+        "state": "st",
+        "scope": "ads_read pages_show_list",
+        "code_challenge": "ch",
+        "code_challenge_method": "S256",
+        "auth_type": "rerequest",
+        "prompt": "consent",
+    }
     assert " " not in built.url
     assert "+" not in built.url
 
 
 def test_authorization_url_with_meta_style_settings(emulator):
-    config = make_config(emulator, authorize_url=emulator.authorize_url + "?display=page",
-                         scope_separator=",", use_pkce=False,
-                         extra_authorize_params={"config_id": "123"})
+    config = make_config(
+        emulator,
+        authorize_url=emulator.authorize_url + "?display=page",
+        scope_separator=",",
+        use_pkce=False,
+        extra_authorize_params={"config_id": "123"},
+    )
     request = AuthorizationRequest(state="st", redirect_uri=REDIRECT, code_challenge="ch")
     query = parse_qs(urlsplit(OAuthClient(config).authorization_url(request).url).query)
     assert query["scope"] == ["ads_read,business_management"]
@@ -175,16 +207,27 @@ def test_authorization_url_with_meta_style_settings(emulator):
 
 
 def test_extra_parameters_cannot_override_the_clients_own(client, emulator):
-    request = AuthorizationRequest(state="st", redirect_uri=REDIRECT, code_challenge="ch",
-                                   options={"redirect_uri": "https://evil.example/"})
+    request = AuthorizationRequest(
+        state="st",
+        redirect_uri=REDIRECT,
+        code_challenge="ch",
+        options={"redirect_uri": "https://evil.example/"},
+    )
     with pytest.raises(ConfigurationError, match="redirect_uri"):
         client.authorization_url(request)
     with pytest.raises(ValidationError, match="may not set"):
         make_config(emulator, extra_authorize_params={"state": "x"})
 
 
-@pytest.mark.parametrize("url", ["http://auth.example.com/token", "ftp://127.0.0.1/token",
-                                 "https://auth.example.com/token#frag", "/token"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://auth.example.com/token",
+        "ftp://127.0.0.1/token",
+        "https://auth.example.com/token#frag",
+        "/token",
+    ],
+)
 def test_config_refuses_insecure_endpoints(emulator, url):
     with pytest.raises(ValidationError, match="https"):
         make_config(emulator, token_url=url)
@@ -203,19 +246,21 @@ def _reject(states, state, code, **overrides):
     return caught.value
 
 
-@pytest.mark.parametrize(("change", "code"), [
-    ({"state": "not-a-state"}, "invalid_oauth_state"),
-    ({"tamper": True}, "invalid_oauth_state"),
-    ({"state": ""}, "invalid_oauth_state"),
-    ({"tenant": 1}, "oauth_state_mismatch"),
-    ({"user_id": "u-2"}, "oauth_state_mismatch"),
-    ({"flow": "reconnect"}, "wrong_oauth_flow"),
-    ({"provider_id": "google_ads"}, "wrong_oauth_flow"),
-    ({"redirect_uri": REDIRECT + "/"}, "redirect_uri_mismatch"),
-    ({"redirect_uri": "https://evil.example/callback"}, "redirect_uri_mismatch"),
-])
-def test_bad_states_are_rejected_before_any_token_request(states, tenant_ids, emulator, client,
-                                                          change, code):
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"state": "not-a-state"}, "invalid_oauth_state"),
+        ({"tamper": True}, "invalid_oauth_state"),
+        ({"state": ""}, "invalid_oauth_state"),
+        ({"tenant": 1}, "oauth_state_mismatch"),
+        ({"user_id": "u-2"}, "oauth_state_mismatch"),
+        ({"flow": "reconnect"}, "wrong_oauth_flow"),
+        ({"provider_id": "google_ads"}, "wrong_oauth_flow"),
+        ({"redirect_uri": REDIRECT + "/"}, "redirect_uri_mismatch"),
+        ({"redirect_uri": "https://evil.example/callback"}, "redirect_uri_mismatch"),
+    ],
+)
+def test_bad_states_are_rejected_before_any_token_request(states, tenant_ids, emulator, client, change, code):
     issued = issue(states, tenant_ids[0])
     _, state = authorize(client, issued)
     if change.pop("tamper", False):
@@ -273,8 +318,7 @@ def test_issue_refuses_unregistered_redirects(states, tenant):
         issue(states, tenant, flow="Re-Connect")
 
 
-def test_state_rows_hold_nothing_secret_and_stay_in_their_tenant(adconnect_db, states,
-                                                                 tenant_ids):
+def test_state_rows_hold_nothing_secret_and_stay_in_their_tenant(adconnect_db, states, tenant_ids):
     issued = issue(states, tenant_ids[0])
     verifier = issued.code_verifier.get_secret_value()
     assert len(verifier) == 43
@@ -292,8 +336,7 @@ def test_concurrent_consumers_see_exactly_one_success(states, tenant):
 
     def consume() -> None:
         try:
-            states.consume(issued.state, provider_id=PROVIDER, flow="default",
-                           redirect_uri=REDIRECT)
+            states.consume(issued.state, provider_id=PROVIDER, flow="default", redirect_uri=REDIRECT)
             outcomes.append("ok")
         except OAuthStateError as exc:
             outcomes.append(exc.code)
@@ -336,8 +379,7 @@ def test_wrong_pkce_verifier_fails_at_the_server_once(states, tenant, emulator, 
 
 @pytest.mark.parametrize("method", ["client_secret_post", "client_secret_basic"])
 def test_invalid_client_is_a_configuration_error(emulator, method):
-    client = OAuthClient(make_config(emulator, client_secret="not-the-secret",
-                                     token_auth_method=method))
+    client = OAuthClient(make_config(emulator, client_secret="not-the-secret", token_auth_method=method))
     with pytest.raises(ConfigurationError) as caught:
         client.refresh(minted(emulator))
     assert "invalid_client" in caught.value.user_message
@@ -352,8 +394,12 @@ def test_auth_method_the_server_does_not_allow(emulator):
 
 
 def test_503_with_retry_after_is_retryable(emulator, client):
-    emulator.inject(emulator.oauth.token_route, status=503, headers={"Retry-After": "7"},
-                    json={"error": "temporarily_unavailable"})
+    emulator.inject(
+        emulator.oauth.token_route,
+        status=503,
+        headers={"Retry-After": "7"},
+        json={"error": "temporarily_unavailable"},
+    )
     with pytest.raises(RetryableProviderError) as caught:
         client.refresh(minted(emulator))
     assert caught.value.retry_after == 7
@@ -363,8 +409,7 @@ def test_503_with_retry_after_is_retryable(emulator, client):
 
 def test_429_with_an_http_date_retry_after(emulator, client):
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
-    emulator.inject(emulator.oauth.token_route, status=429, body="slow down",
-                    headers={"Retry-After": when})
+    emulator.inject(emulator.oauth.token_route, status=429, body="slow down", headers={"Retry-After": when})
     with pytest.raises(RetryableProviderError) as caught:
         client.refresh(minted(emulator))
     assert 100 < caught.value.retry_after <= 120
@@ -381,14 +426,17 @@ def test_dropped_connections_and_timeouts_are_retryable(emulator, client):
         slow.refresh(token)
 
 
-@pytest.mark.parametrize(("status", "body", "error"), [
-    (400, {"error": "invalid_scope", "error_description": "nope"}, FatalProviderError),
-    (400, {"error": "invalid_grant"}, ReauthRequiredError),
-    (401, {"message": "who are you"}, ConfigurationError),
-    (403, "forbidden", FatalProviderError),
-    (200, {"token_type": "bearer"}, FatalProviderError),  # no access token
-    (200, "<html>", FatalProviderError),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (400, {"error": "invalid_scope", "error_description": "nope"}, FatalProviderError),
+        (400, {"error": "invalid_grant"}, ReauthRequiredError),
+        (401, {"message": "who are you"}, ConfigurationError),
+        (403, "forbidden", FatalProviderError),
+        (200, {"token_type": "bearer"}, FatalProviderError),  # no access token
+        (200, "<html>", FatalProviderError),
+    ],
+)
 def test_other_answers(emulator, client, status, body, error):
     key = "json" if isinstance(body, dict) else "body"
     emulator.inject(emulator.oauth.token_route, status=status, **{key: body})
@@ -397,8 +445,14 @@ def test_other_answers(emulator, client, status, body, error):
 
 
 def test_meta_style_errors_map_through_error_kinds(emulator):
-    meta_error = {"error": {"message": "Error validating access token: Session has expired",
-                            "type": "OAuthException", "code": 190, "error_subcode": 463}}
+    meta_error = {
+        "error": {
+            "message": "Error validating access token: Session has expired",
+            "type": "OAuthException",
+            "code": 190,
+            "error_subcode": 463,
+        }
+    }
     token = minted(emulator)
     emulator.inject(emulator.oauth.token_route, status=400, json=meta_error, times=2)
     with pytest.raises(FatalProviderError) as caught:
@@ -427,27 +481,36 @@ def test_errors_and_logs_never_contain_secrets(states, tenant, emulator, caplog)
     code, state = authorize(client, issued)  # the browser's part: the code is in its Location
     caplog.set_level(logging.DEBUG)  # from here on everything is ours, httpx/httpcore included
     consumed = states.consume(state, provider_id=PROVIDER, flow="default", redirect_uri=REDIRECT)
-    token = client.exchange_code(CodeExchange(code=code, redirect_uri=REDIRECT,
-                                              code_verifier=consumed.code_verifier))
+    token = client.exchange_code(
+        CodeExchange(code=code, redirect_uri=REDIRECT, code_verifier=consumed.code_verifier)
+    )
     refresh = token.refresh_token.get_secret_value()
-    echo = {"error": "invalid_request",
-            "error_description": f"refresh_token {refresh} and code {code} are odd " * 5}
+    echo = {
+        "error": "invalid_request",
+        "error_description": f"refresh_token {refresh} and code {code} are odd " * 5,
+    }
     scenarios = [
-        lambda: client.exchange_code(CodeExchange(code=code, redirect_uri=REDIRECT,
-                                                  code_verifier=consumed.code_verifier)),
+        lambda: client.exchange_code(
+            CodeExchange(code=code, redirect_uri=REDIRECT, code_verifier=consumed.code_verifier)
+        ),
         lambda: client.refresh(token),  # echo
         lambda: client.refresh(token),  # 503
         lambda: client.refresh(token),  # dropped
         lambda: client.refresh(token),  # 200 without a usable body
-        lambda: OAuthClient(make_config(emulator, client_secret="wrong-" + "s" * 20)
-                            ).refresh(token),
-        lambda: states.consume(state, provider_id=PROVIDER, flow="default",
-                               redirect_uri=REDIRECT),
+        lambda: OAuthClient(make_config(emulator, client_secret="wrong-" + "s" * 20)).refresh(token),
+        lambda: states.consume(state, provider_id=PROVIDER, flow="default", redirect_uri=REDIRECT),
     ]
     route = emulator.oauth.token_route
     # the first scenario re-uses the code: the server itself refuses it (invalid_grant)
-    faults = [None, {"status": 400, "json": echo}, {"status": 503}, {"drop_connection": True},
-              {"status": 200, "json": {"access_token": "", "refresh_token": refresh}}, None, None]
+    faults = [
+        None,
+        {"status": 400, "json": echo},
+        {"status": 503},
+        {"drop_connection": True},
+        {"status": 200, "json": {"access_token": "", "refresh_token": refresh}},
+        None,
+        None,
+    ]
     for scenario, fault in zip(scenarios, faults, strict=True):
         if fault is not None:
             emulator.inject(route, **fault)

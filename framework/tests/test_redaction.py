@@ -8,6 +8,7 @@ import threading
 from urllib.parse import quote
 
 import pytest
+
 from adconnect.redaction import (
     SecretRegistry,
     install_log_redaction,
@@ -123,8 +124,7 @@ def test_log_messages_are_redacted_once_installed(log_redaction, caplog):
         log.info(f"inline {value}")
         log.info("mapping %(token)s", {"token": value})
     assert value not in caplog.text
-    assert [r.getMessage() for r in caplog.records] == [
-        "token is ***", "inline ***", "mapping ***"]
+    assert [r.getMessage() for r in caplog.records] == ["token is ***", "inline ***", "mapping ***"]
     assert all(r.args is None for r in caplog.records)
 
 

@@ -73,7 +73,8 @@ def _seed(db, tenant_id) -> None:
                 c.name: _value(table, c, tenant_id, refs)
                 for c in table.columns
                 if not (c.server_default is not None or c.nullable or c.identity is not None)
-                or c.name in refs or c.name == "tenant_id"
+                or c.name in refs
+                or c.name == "tenant_id"
             }
             if table.name == "tenant_keys":
                 values["version"] = 1
@@ -91,8 +92,11 @@ def two_tenants(adconnect_db):
     ids = []
     with adconnect_db.platform() as conn:
         for name in ("alpha", "beta"):
-            ids.append(conn.execute(insert(tenants).values(name=name, slug=name)
-                                    .returning(tenants.c.id)).scalar_one())
+            ids.append(
+                conn.execute(
+                    insert(tenants).values(name=name, slug=name).returning(tenants.c.id)
+                ).scalar_one()
+            )
     for tenant_id in ids:
         _seed(adconnect_db, tenant_id)
     return ids
@@ -101,8 +105,9 @@ def two_tenants(adconnect_db):
 def test_every_tenant_table_is_seeded_for_both_tenants(adconnect_db, two_tenants):
     with adconnect_db.admin() as conn:  # the admin role is a superuser: it sees everything
         for table in TENANT_TABLES:
-            per_tenant = dict(conn.execute(
-                select(table.c.tenant_id, func.count()).group_by(table.c.tenant_id)).all())
+            per_tenant = dict(
+                conn.execute(select(table.c.tenant_id, func.count()).group_by(table.c.tenant_id)).all()
+            )
             assert per_tenant == {two_tenants[0]: 1, two_tenants[1]: 1}, table.name
 
 
@@ -112,8 +117,9 @@ def test_a_tenant_transaction_sees_only_its_own_rows_without_any_where_clause(ad
         for table in TENANT_TABLES:
             owners = conn.execute(text(f"SELECT tenant_id FROM {table.schema}.{table.name}")).scalars().all()
             assert owners == [alpha], table.name
-            foreign = conn.execute(select(func.count()).select_from(table)
-                                   .where(table.c.tenant_id == beta)).scalar_one()
+            foreign = conn.execute(
+                select(func.count()).select_from(table).where(table.c.tenant_id == beta)
+            ).scalar_one()
             assert foreign == 0, table.name
 
 
@@ -127,8 +133,10 @@ def test_a_tenant_cannot_write_or_change_another_tenants_rows(adconnect_db, two_
     alpha, beta = two_tenants
     with adconnect_db.tenant(alpha) as conn:
         for table in TENANT_TABLES:
-            assert conn.execute(update(table).where(table.c.tenant_id == beta)
-                                .values(tenant_id=beta)).rowcount == 0, table.name
+            assert (
+                conn.execute(update(table).where(table.c.tenant_id == beta).values(tenant_id=beta)).rowcount
+                == 0
+            ), table.name
             assert conn.execute(delete(table).where(table.c.tenant_id == beta)).rowcount == 0, table.name
     with pytest.raises(DBAPIError, match="row-level security"), adconnect_db.tenant(alpha) as conn:
         conn.execute(insert(provider_enablements).values(tenant_id=beta, provider_id="x", enabled=True))

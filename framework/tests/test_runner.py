@@ -24,9 +24,13 @@ def _env(**extra: str) -> dict[str, str]:
 
 class Runner:
     def __init__(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "adconnect", "run"], env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "adconnect", "run"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[str] = []
 
     def wait_for(self, text: str, timeout: float = 60) -> None:
@@ -59,10 +63,14 @@ def _beats(db) -> int:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_run_beats_and_stops_cleanly(adconnect_env, adconnect_db, sig):
-    runner = Runner(_env(ADCONNECT_DATABASE_URL=adconnect_env.database_url.get_secret_value(),
-                         ADCONNECT_DATA_DIR=str(adconnect_env.data_dir),
-                         ADCONNECT_MASTER_KEY=adconnect_env.master_key.get_secret_value(),
-                         ADCONNECT_HEARTBEAT_SECONDS="0.2"))
+    runner = Runner(
+        _env(
+            ADCONNECT_DATABASE_URL=adconnect_env.database_url.get_secret_value(),
+            ADCONNECT_DATA_DIR=str(adconnect_env.data_dir),
+            ADCONNECT_MASTER_KEY=adconnect_env.master_key.get_secret_value(),
+            ADCONNECT_HEARTBEAT_SECONDS="0.2",
+        )
+    )
     try:
         runner.wait_for("Press Ctrl-C")
         runner.wait_for("heartbeat 2:")
@@ -84,8 +92,14 @@ def test_make_up_twice_on_the_embedded_server_keeps_the_data(tmp_path: Path):
         first.wait_for("Press Ctrl-C", timeout=120)
         assert "embedded PostgreSQL" in first.output
         assert str(tmp_path / "data" / "pgdata") in first.output
-        created = subprocess.run([sys.executable, "-m", "adconnect", "tenants", "create", "Kept Tenant"],  # noqa: S603
-                                 env=env, capture_output=True, text=True, timeout=120, check=False)
+        created = subprocess.run(
+            [sys.executable, "-m", "adconnect", "tenants", "create", "Kept Tenant"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert created.returncode == 0, created.stderr
     finally:
         assert first.stop() == 0, first.output
@@ -99,8 +113,14 @@ def test_make_up_twice_on_the_embedded_server_keeps_the_data(tmp_path: Path):
     try:
         second.wait_for("Press Ctrl-C", timeout=120)
         assert "migrated from" not in second.output  # same database, already at head
-        listed = subprocess.run([sys.executable, "-m", "adconnect", "tenants", "list", "--json"],  # noqa: S603
-                                env=env, capture_output=True, text=True, timeout=120, check=False)
+        listed = subprocess.run(
+            [sys.executable, "-m", "adconnect", "tenants", "list", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert listed.returncode == 0, listed.stderr
         assert [t["name"] for t in json.loads(listed.stdout)] == ["Kept Tenant"]
     finally:

@@ -6,8 +6,9 @@ import pytest
 
 from adconnect.scopes import ScopeRequirement, sanitize_scopes
 
-META_GATE = ("(ads_read OR ads_management) AND business_management "
-             "AND pages_read_engagement AND pages_show_list")
+META_GATE = (
+    "(ads_read OR ads_management) AND business_management AND pages_read_engagement AND pages_show_list"
+)
 PAGES = {"business_management", "pages_read_engagement", "pages_show_list"}
 
 
@@ -16,19 +17,25 @@ def gate() -> ScopeRequirement:
     return ScopeRequirement.parse(META_GATE)
 
 
-@pytest.mark.parametrize(("granted", "missing"), [
-    ({"ads_read", *PAGES}, ()),
-    ({"ads_management", *PAGES}, ()),
-    ({"ads_read", "ads_management", *PAGES}, ()),
-    (PAGES, ("ads_read OR ads_management",)),
-    ({"ads_read", "pages_show_list"}, ("business_management", "pages_read_engagement")),
-    (set(), ("ads_read OR ads_management", "business_management", "pages_read_engagement",
-             "pages_show_list")),
-    ({"ADS_MANAGEMENT ", " Business_Management", "pages_read_engagement", "pages_show_list"},
-     ()),
-    ({"ads_read", "business_management", "pages_read_engagement", "pages_manage_posts"},
-     ("pages_show_list",)),
-])
+@pytest.mark.parametrize(
+    ("granted", "missing"),
+    [
+        ({"ads_read", *PAGES}, ()),
+        ({"ads_management", *PAGES}, ()),
+        ({"ads_read", "ads_management", *PAGES}, ()),
+        (PAGES, ("ads_read OR ads_management",)),
+        ({"ads_read", "pages_show_list"}, ("business_management", "pages_read_engagement")),
+        (
+            set(),
+            ("ads_read OR ads_management", "business_management", "pages_read_engagement", "pages_show_list"),
+        ),
+        ({"ADS_MANAGEMENT ", " Business_Management", "pages_read_engagement", "pages_show_list"}, ()),
+        (
+            {"ads_read", "business_management", "pages_read_engagement", "pages_manage_posts"},
+            ("pages_show_list",),
+        ),
+    ],
+)
 def test_meta_gate_reports_exactly_the_missing_terms(gate, granted, missing):
     check = gate.check(granted)
     assert check.missing == missing
@@ -40,16 +47,18 @@ def test_the_gate_knows_its_scopes_and_renders_in_its_own_words(gate):
     assert str(gate) == META_GATE
 
 
-@pytest.mark.parametrize("text", [
-    "(ads_read or ads_management) and business_management",
-    "(ADS_READ Or ads_management) AnD business_management",
-    "((ads_read OR ads_management)) AND (business_management)",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "(ads_read or ads_management) and business_management",
+        "(ADS_READ Or ads_management) AnD business_management",
+        "((ads_read OR ads_management)) AND (business_management)",
+    ],
+)
 def test_keywords_are_case_insensitive_and_redundant_parentheses_vanish(text):
     requirement = ScopeRequirement.parse(text)
     assert str(requirement) == "(ads_read OR ads_management) AND business_management"
-    assert requirement == ScopeRequirement.parse(
-        "(ads_read OR ads_management) AND business_management")
+    assert requirement == ScopeRequirement.parse("(ads_read OR ads_management) AND business_management")
 
 
 def test_and_binds_tighter_than_or():
@@ -77,18 +86,21 @@ def test_google_style_scope_urls_parse():
     assert requirement.check({"https://www.googleapis.com/auth/adwords"}).satisfied
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("", "empty scope expression"),
-    ("   ", "empty scope expression"),
-    ("ads_read AND", "ends too early"),
-    ("AND ads_read", "unexpected 'AND'"),
-    ("ads_read OR OR pages", "unexpected 'OR'"),
-    ("(ads_read OR pages", "missing '\\)'"),
-    ("ads_read)", "unexpected '\\)'"),
-    ("()", "unexpected '\\)'"),
-    ("ads_read pages", "unexpected 'pages'"),
-    ("ads_read & pages", "cannot parse"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty scope expression"),
+        ("   ", "empty scope expression"),
+        ("ads_read AND", "ends too early"),
+        ("AND ads_read", "unexpected 'AND'"),
+        ("ads_read OR OR pages", "unexpected 'OR'"),
+        ("(ads_read OR pages", "missing '\\)'"),
+        ("ads_read)", "unexpected '\\)'"),
+        ("()", "unexpected '\\)'"),
+        ("ads_read pages", "unexpected 'pages'"),
+        ("ads_read & pages", "cannot parse"),
+    ],
+)
 def test_parse_errors_are_clear_value_errors(text, message):
     with pytest.raises(ValueError, match=message) as caught:
         ScopeRequirement.parse(text)
@@ -112,24 +124,32 @@ def test_a_plain_string_of_granted_scopes_is_refused(gate):
 
 
 def test_sanitize_trims_lowercases_and_dedupes_keeping_order():
-    kept, ignored = sanitize_scopes([" Ads_Read", "business_management", "ads_read ", "",
-                                     "  ", "PAGES_SHOW_LIST"])
+    kept, ignored = sanitize_scopes(
+        [" Ads_Read", "business_management", "ads_read ", "", "  ", "PAGES_SHOW_LIST"]
+    )
     assert kept == ("ads_read", "business_management", "pages_show_list")
     assert ignored == ()
 
 
 def test_sanitize_strips_ignored_scopes_and_prefixes_case_insensitively():
     kept, ignored = sanitize_scopes(
-        ["ads_read", "Read_Insights", "instagram_basic", "INSTAGRAM_manage_insights",
-         "pages_show_list", "instagram_basic"],
-        ignore=["READ_INSIGHTS "], ignore_prefixes=["Instagram_"])
+        [
+            "ads_read",
+            "Read_Insights",
+            "instagram_basic",
+            "INSTAGRAM_manage_insights",
+            "pages_show_list",
+            "instagram_basic",
+        ],
+        ignore=["READ_INSIGHTS "],
+        ignore_prefixes=["Instagram_"],
+    )
     assert kept == ("ads_read", "pages_show_list")
     assert ignored == ("instagram_basic", "instagram_manage_insights", "read_insights")
 
 
 def test_sanitize_keeps_everything_when_nothing_is_ignored():
-    assert sanitize_scopes(["read_insights", "instagram_basic"]) == (
-        ("read_insights", "instagram_basic"), ())
+    assert sanitize_scopes(["read_insights", "instagram_basic"]) == (("read_insights", "instagram_basic"), ())
 
 
 def test_sanitize_refuses_a_plain_string():

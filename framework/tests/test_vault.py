@@ -13,14 +13,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.exc import DBAPIError
+
 from adconnect.db.schema import connections, credentials, tenant_keys, tenants
 from adconnect.errors import ConfigurationError, NotFoundError
 from adconnect.keyring import MasterKeyring, generate_key, key_id
 from adconnect.models import TokenSet
 from adconnect.redaction import install_log_redaction, uninstall_log_redaction
 from adconnect.vault import CredentialDecryptError, RotationReport, Vault
-from sqlalchemy import func, insert, select, text, update
-from sqlalchemy.exc import DBAPIError
 
 FIELDS = ("access_token", "refresh_token")
 
@@ -32,15 +33,18 @@ def canary() -> str:
 def make_tenant(db, slug: str | None = None) -> uuid.UUID:
     slug = slug or f"t-{secrets.token_hex(4)}"
     with db.platform() as conn:
-        return conn.execute(insert(tenants).values(slug=slug, name=slug.upper())
-                            .returning(tenants.c.id)).scalar_one()
+        return conn.execute(
+            insert(tenants).values(slug=slug, name=slug.upper()).returning(tenants.c.id)
+        ).scalar_one()
 
 
 def make_connection(db, tenant_id: uuid.UUID, name: str | None = None) -> uuid.UUID:
     with db.tenant(tenant_id) as conn:
-        return conn.execute(insert(connections).values(
-            tenant_id=tenant_id, provider_id="toy_ads", name=name or secrets.token_hex(4))
-            .returning(connections.c.id)).scalar_one()
+        return conn.execute(
+            insert(connections)
+            .values(tenant_id=tenant_id, provider_id="toy_ads", name=name or secrets.token_hex(4))
+            .returning(connections.c.id)
+        ).scalar_one()
 
 
 def populate(db, vault: Vault, *, tenant_count=2, connection_count=2, fields=FIELDS):
@@ -53,14 +57,13 @@ def populate(db, vault: Vault, *, tenant_count=2, connection_count=2, fields=FIE
             with db.tenant(tid) as conn:
                 for field in fields:
                     stored[(tid, cid, field)] = value = canary()
-                    vault.put_secret(conn, tenant_id=tid, connection_id=cid, field=field,
-                                     value=value)
+                    vault.put_secret(conn, tenant_id=tid, connection_id=cid, field=field, value=value)
     return stored
 
 
 def read_all(db, vault: Vault, stored) -> dict:
     found = {}
-    for (tid, cid, field) in stored:
+    for tid, cid, field in stored:
         with db.tenant(tid) as conn:
             got = vault.get_secret(conn, tenant_id=tid, connection_id=cid, field=field)
         found[(tid, cid, field)] = got.get_secret_value() if got is not None else None
@@ -98,18 +101,23 @@ def test_secrets_round_trip(adconnect_db, vault):
     first, second = canary(), canary()
     with adconnect_db.tenant(tid) as conn:
         vault.put_secret(conn, tenant_id=tid, connection_id=cid, field="api_key", value=first)
-        assert vault.get_secret(conn, tenant_id=tid, connection_id=cid,
-                                field="api_key").get_secret_value() == first
-        vault.put_secret(conn, tenant_id=str(tid), connection_id=str(cid), field="api_key",
-                         value=second)
+        assert (
+            vault.get_secret(conn, tenant_id=tid, connection_id=cid, field="api_key").get_secret_value()
+            == first
+        )
+        vault.put_secret(conn, tenant_id=str(tid), connection_id=str(cid), field="api_key", value=second)
         vault.put_secret(conn, tenant_id=tid, connection_id=cid, field="other", value="é ✓ 🔑")
         assert vault.get_secret(conn, tenant_id=tid, connection_id=cid, field="missing") is None
     fresh = Vault(adconnect_db, vault.keyring)  # no cached data key
     with adconnect_db.tenant(tid) as conn:
-        assert fresh.get_secret(conn, tenant_id=tid, connection_id=cid,
-                                field="api_key").get_secret_value() == second
-        assert fresh.get_secret(conn, tenant_id=tid, connection_id=cid,
-                                field="other").get_secret_value() == "é ✓ 🔑"
+        assert (
+            fresh.get_secret(conn, tenant_id=tid, connection_id=cid, field="api_key").get_secret_value()
+            == second
+        )
+        assert (
+            fresh.get_secret(conn, tenant_id=tid, connection_id=cid, field="other").get_secret_value()
+            == "é ✓ 🔑"
+        )
         assert vault.delete_secrets(conn, tenant_id=tid, connection_id=cid) == 2
         assert vault.get_secret(conn, tenant_id=tid, connection_id=cid, field="api_key") is None
     (key,) = admin_rows(adconnect_db, tenant_keys)
@@ -122,15 +130,20 @@ def test_token_sets_round_trip(adconnect_db, vault):
     tid = make_tenant(adconnect_db)
     cid = make_connection(adconnect_db, tid)
     expires = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
-    token = TokenSet(access_token=canary(), refresh_token=canary(), token_type="bearer",
-                     expires_at=expires, scopes=frozenset({"ads_read", "business_management"}),
-                     identity="user-42", metadata={"app": "x"})
+    token = TokenSet(
+        access_token=canary(),
+        refresh_token=canary(),
+        token_type="bearer",
+        expires_at=expires,
+        scopes=frozenset({"ads_read", "business_management"}),
+        identity="user-42",
+        metadata={"app": "x"},
+    )
     with adconnect_db.tenant(tid) as conn:
         assert vault.load_token_set(conn, tenant_id=tid, connection_id=cid) is None
         vault.save_token_set(conn, tenant_id=tid, connection_id=cid, token=token)
     with adconnect_db.tenant(tid) as conn:
-        loaded = Vault(adconnect_db, vault.keyring).load_token_set(
-            conn, tenant_id=tid, connection_id=cid)
+        loaded = Vault(adconnect_db, vault.keyring).load_token_set(conn, tenant_id=tid, connection_id=cid)
     assert loaded == token
     assert loaded.access_token.get_secret_value() == token.access_token.get_secret_value()
     assert loaded.refresh_token.get_secret_value() == token.refresh_token.get_secret_value()
@@ -155,7 +168,8 @@ def test_two_first_writers_create_one_data_key(adconnect_db, keyring):
             with adconnect_db.tenant(tid) as conn:
                 barrier.wait()
                 Vault(adconnect_db, keyring).put_secret(
-                    conn, tenant_id=tid, connection_id=cid, field="api_key", value=str(cid))
+                    conn, tenant_id=tid, connection_id=cid, field="api_key", value=str(cid)
+                )
                 time.sleep(0.2)  # hold the transaction open: the others race for version 1
         except BaseException as exc:
             errors.append(exc)
@@ -176,32 +190,36 @@ def test_two_first_writers_create_one_data_key(adconnect_db, keyring):
 
 def test_a_ciphertext_copied_to_any_other_row_does_not_decrypt(adconnect_db, vault):
     stored = populate(adconnect_db, vault, tenant_count=2, connection_count=2)
-    rows = {(r.tenant_id, r.connection_id, r.field): r
-            for r in admin_rows(adconnect_db, credentials)}
+    rows = {(r.tenant_id, r.connection_id, r.field): r for r in admin_rows(adconnect_db, credentials)}
     kinds, successes, attempts, errors = set(), 0, 0, []
     for source, target in itertools.permutations(stored, 2):
-        kinds.add("tenant" if source[0] != target[0] else "connection" if source[1] != target[1]
-                   else "field")
+        kinds.add("tenant" if source[0] != target[0] else "connection" if source[1] != target[1] else "field")
         src, (tid, cid, field) = rows[source], target
         with adconnect_db.admin() as conn:
-            conn.execute(update(credentials).where(
-                credentials.c.connection_id == cid, credentials.c.field == field).values(
-                key_version=src.key_version, nonce=src.nonce, ciphertext=src.ciphertext))
+            conn.execute(
+                update(credentials)
+                .where(credentials.c.connection_id == cid, credentials.c.field == field)
+                .values(key_version=src.key_version, nonce=src.nonce, ciphertext=src.ciphertext)
+            )
         attempts += 1
         try:
             with adconnect_db.tenant(tid) as conn:
                 Vault(adconnect_db, vault.keyring).get_secret(
-                    conn, tenant_id=tid, connection_id=cid, field=field)
+                    conn, tenant_id=tid, connection_id=cid, field=field
+                )
             successes += 1
         except CredentialDecryptError as exc:
             errors.append((exc, target, stored[source], stored[target]))
         finally:
             original = rows[target]
             with adconnect_db.admin() as conn:
-                conn.execute(update(credentials).where(
-                    credentials.c.connection_id == cid, credentials.c.field == field).values(
-                    key_version=original.key_version, nonce=original.nonce,
-                    ciphertext=original.ciphertext))
+                conn.execute(
+                    update(credentials)
+                    .where(credentials.c.connection_id == cid, credentials.c.field == field)
+                    .values(
+                        key_version=original.key_version, nonce=original.nonce, ciphertext=original.ciphertext
+                    )
+                )
     assert kinds == {"tenant", "connection", "field"}
     assert attempts == 8 * 7
     assert successes == 0
@@ -216,8 +234,7 @@ def test_a_ciphertext_copied_to_any_other_row_does_not_decrypt(adconnect_db, vau
 
 
 def test_flipping_any_byte_of_nonce_or_ciphertext_fails(adconnect_db, vault):
-    stored = populate(adconnect_db, vault, tenant_count=1, connection_count=1,
-                      fields=("api_key",))
+    stored = populate(adconnect_db, vault, tenant_count=1, connection_count=1, fields=("api_key",))
     ((tid, cid, field),) = stored
     (row,) = admin_rows(adconnect_db, credentials)
     failures = attempts = 0
@@ -263,17 +280,19 @@ def test_a_tenant_transaction_cannot_see_another_tenants_credentials(adconnect_d
     assert a != b
     with adconnect_db.tenant(a) as conn:
         assert conn.execute(select(func.count()).select_from(credentials)).scalar_one() == 2
-        assert conn.execute(select(func.count()).select_from(credentials).where(
-            credentials.c.tenant_id == b)).scalar_one() == 0
+        assert (
+            conn.execute(
+                select(func.count()).select_from(credentials).where(credentials.c.tenant_id == b)
+            ).scalar_one()
+            == 0
+        )
         assert conn.execute(select(func.count()).select_from(tenant_keys)).scalar_one() == 1
-        assert vault.get_secret(conn, tenant_id=b, connection_id=b_conn,
-                                field="access_token") is None
+        assert vault.get_secret(conn, tenant_id=b, connection_id=b_conn, field="access_token") is None
         assert vault.load_token_set(conn, tenant_id=b, connection_id=b_conn) is None
     with adconnect_db.platform() as conn:
         assert conn.execute(select(func.count()).select_from(credentials)).scalar_one() == 0
     with pytest.raises(DBAPIError), adconnect_db.tenant(a) as conn:
-        vault.put_secret(conn, tenant_id=b, connection_id=b_conn, field="access_token",
-                         value=canary())
+        vault.put_secret(conn, tenant_id=b, connection_id=b_conn, field="access_token", value=canary())
     assert read_all(adconnect_db, vault, stored) == stored
 
 
@@ -297,13 +316,16 @@ def test_master_key_rotation_rewraps_every_data_key(adconnect_db):
 
 
 def test_tenant_key_rotation_moves_every_credential_to_a_new_key(adconnect_db, vault):
-    stored = populate(adconnect_db, vault, tenant_count=2, connection_count=5,
-                      fields=("access_token", "refresh_token", "token_meta"))
-    before = {(r.connection_id, r.field): r.ciphertext
-              for r in admin_rows(adconnect_db, credentials)}
+    stored = populate(
+        adconnect_db,
+        vault,
+        tenant_count=2,
+        connection_count=5,
+        fields=("access_token", "refresh_token", "token_meta"),
+    )
+    before = {(r.connection_id, r.field): r.ciphertext for r in admin_rows(adconnect_db, credentials)}
     report = vault.rotate_tenant_keys(batch_size=4)
-    assert report == RotationReport("tenant_keys", tenants=2, credentials_reencrypted=30,
-                                    keys_retired=2)
+    assert report == RotationReport("tenant_keys", tenants=2, credentials_reencrypted=30, keys_retired=2)
     assert "30 credential(s) re-encrypted" in report.summary()
     rows = admin_rows(adconnect_db, credentials)
     assert {r.key_version for r in rows} == {2}
@@ -315,31 +337,33 @@ def test_tenant_key_rotation_moves_every_credential_to_a_new_key(adconnect_db, v
     one = next(iter(stored))[0]
     report = vault.rotate_tenant_keys(one, batch_size=100)
     assert (report.tenants, report.credentials_reencrypted, report.keys_retired) == (1, 15, 1)
-    assert {k.version for k in admin_rows(adconnect_db, tenant_keys, tenant_keys.c.tenant_id == one)
-            } == {3}
+    assert {k.version for k in admin_rows(adconnect_db, tenant_keys, tenant_keys.c.tenant_id == one)} == {3}
     assert read_all(adconnect_db, Vault(adconnect_db, vault.keyring), stored) == stored
     with pytest.raises(NotFoundError):
         vault.rotate_tenant_keys(uuid.uuid4())
 
 
 def test_a_data_key_a_writer_still_uses_is_kept_and_reported(adconnect_db, vault, keyring):
-    stored = populate(adconnect_db, vault, tenant_count=1, connection_count=1,
-                      fields=("access_token",))
+    stored = populate(adconnect_db, vault, tenant_count=1, connection_count=1, fields=("access_token",))
     ((tid, cid, _),) = stored
     writer = adconnect_db.tenant(tid)
     conn = writer.__enter__()
     late = canary()
     vault.put_secret(conn, tenant_id=tid, connection_id=cid, field="refresh_token", value=late)
     result: dict[str, RotationReport] = {}
-    rotation = threading.Thread(target=lambda: result.update(
-        report=Vault(adconnect_db, keyring).rotate_tenant_keys(tid)))
+    rotation = threading.Thread(
+        target=lambda: result.update(report=Vault(adconnect_db, keyring).rotate_tenant_keys(tid))
+    )
     rotation.start()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:  # until the rotation waits for the writer's lock
         with adconnect_db.admin() as admin:
-            if admin.execute(text(
+            if admin.execute(
+                text(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock'")).scalar_one():
+                    "AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one():
                 break
         time.sleep(0.02)
     writer.__exit__(None, None, None)  # commits a row on the old data key
@@ -360,8 +384,9 @@ def test_a_data_key_a_writer_still_uses_is_kept_and_reported(adconnect_db, vault
 
 def test_readers_and_writers_never_fail_while_keys_rotate(adconnect_db):
     old, new = generate_key(), generate_key()
-    stored = populate(adconnect_db, Vault(adconnect_db, MasterKeyring([old])),
-                      tenant_count=2, connection_count=4)
+    stored = populate(
+        adconnect_db, Vault(adconnect_db, MasterKeyring([old])), tenant_count=2, connection_count=4
+    )
     both = MasterKeyring([new, old])
     stop, failures, counts = threading.Event(), [], {"reads": 0, "writes": 0}
 
@@ -381,10 +406,15 @@ def test_readers_and_writers_never_fail_while_keys_rotate(adconnect_db):
             tid, cid, _ = list(stored)[n % len(stored)]
             try:
                 with adconnect_db.tenant(tid) as conn:
-                    writing.put_secret(conn, tenant_id=tid, connection_id=cid, field="scratch",
-                                       value=f"scratch-{n}")
-                    assert writing.get_secret(conn, tenant_id=tid, connection_id=cid,
-                                              field="scratch").get_secret_value() == f"scratch-{n}"
+                    writing.put_secret(
+                        conn, tenant_id=tid, connection_id=cid, field="scratch", value=f"scratch-{n}"
+                    )
+                    assert (
+                        writing.get_secret(
+                            conn, tenant_id=tid, connection_id=cid, field="scratch"
+                        ).get_secret_value()
+                        == f"scratch-{n}"
+                    )
                 counts["writes"] += 1
             except BaseException as exc:
                 failures.append(exc)
@@ -441,11 +471,11 @@ def test_ten_thousand_encryptions_never_repeat_a_nonce(adconnect_db, vault):
     cid = make_connection(adconnect_db, tid)
     with adconnect_db.tenant(tid) as conn:
         for n in range(10_000):
-            vault.put_secret(conn, tenant_id=tid, connection_id=cid, field=f"f{n}",
-                             value="same value every time")
+            vault.put_secret(
+                conn, tenant_id=tid, connection_id=cid, field=f"f{n}", value="same value every time"
+            )
     with adconnect_db.admin() as conn:
-        total, distinct = conn.execute(select(
-            func.count(), func.count(credentials.c.nonce.distinct()))).one()
+        total, distinct = conn.execute(select(func.count(), func.count(credentials.c.nonce.distinct()))).one()
     assert (total, distinct) == (10_000, 10_000)
 
 
@@ -466,9 +496,11 @@ def test_a_canary_secret_never_leaks(adconnect_db, vault, caplog, log_redaction)
     errors: list[BaseException] = []
     (source,) = admin_rows(adconnect_db, credentials, credentials.c.field == "refresh_token")
     with adconnect_db.admin() as conn:  # move the refresh token's ciphertext to another row
-        conn.execute(update(credentials).where(
-            credentials.c.connection_id == other, credentials.c.field == "access_token").values(
-            nonce=source.nonce, ciphertext=source.ciphertext))
+        conn.execute(
+            update(credentials)
+            .where(credentials.c.connection_id == other, credentials.c.field == "access_token")
+            .values(nonce=source.nonce, ciphertext=source.ciphertext)
+        )
     for call in (
         lambda c: vault.get_secret(c, tenant_id=tid, connection_id=other, field="access_token"),
         lambda c: vault.load_token_set(c, tenant_id=tid, connection_id=other),
@@ -486,9 +518,13 @@ def test_a_canary_secret_never_leaks(adconnect_db, vault, caplog, log_redaction)
     shown = [caplog.text, repr(loaded), str(loaded), loaded.model_dump_json(), repr(token)]
     shown += [f"{e!s} {e!r} {e.to_dict()} {e.hint}" for e in errors]
     with adconnect_db.admin() as conn:  # and the database holds only ciphertext
-        dump = b"".join(bytes(v) for table in (credentials, tenant_keys)
-                        for row in conn.execute(select(table)) for v in row
-                        if isinstance(v, (bytes, memoryview)))
+        dump = b"".join(
+            bytes(v)
+            for table in (credentials, tenant_keys)
+            for row in conn.execute(select(table))
+            for v in row
+            if isinstance(v, (bytes, memoryview))
+        )
     for secret in (at, rt):
         assert all(secret not in text_ for text_ in shown)
         assert secret.encode() not in dump

@@ -18,6 +18,10 @@ class TestSampleAdsContract(ProviderContract):
         return SampleAdsEmulator(seed=7, redirect_uris=(self.redirect_uri,))
 
     def make_settings(self, emulator: SampleAdsEmulator) -> SampleAdsSettings:
-        return SampleAdsSettings(api_url=emulator.url, client_id=emulator.oauth.client_id,
-                                 client_secret=emulator.oauth.client_secret,
-                                 redirect_uri=self.redirect_uri, page_size=7)
+        return SampleAdsSettings(
+            api_url=emulator.url,
+            client_id=emulator.oauth.client_id,
+            client_secret=emulator.oauth.client_secret,
+            redirect_uri=self.redirect_uri,
+            page_size=7,
+        )

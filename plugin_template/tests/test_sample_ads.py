@@ -22,8 +22,13 @@ def _token(emulator, scopes=("read_ads", "read_reports")) -> str:
 
 def test_pages_follow_the_cursor_until_the_end(emulator):
     client = SampleAdsClient(emulator.url)
-    pages = list(client.pages("/v1/accounts/1001/reports/campaign_daily", _token(emulator),
-                              {"since": "2026-11-01", "until": "2026-11-10", "limit": 4}))
+    pages = list(
+        client.pages(
+            "/v1/accounts/1001/reports/campaign_daily",
+            _token(emulator),
+            {"since": "2026-11-01", "until": "2026-11-10", "limit": 4},
+        )
+    )
     assert sum(len(p) for p in pages) == 30  # 10 days x 3 campaigns
     assert len(pages) == 8
     assert emulator.calls["GET /v1/accounts/{account_id}/reports/campaign_daily"] == 8
@@ -38,7 +43,9 @@ def test_rate_limits_carry_retry_after(emulator):
 
 def test_a_missing_scope_names_it(emulator):
     with pytest.raises(MissingScopesError) as caught:
-        SampleAdsClient(emulator.url).get("/v1/accounts/1001/reports/campaign_daily",
-                                          _token(emulator, ("read_ads",)),
-                                          {"since": "2026-11-01", "until": "2026-11-01"})
+        SampleAdsClient(emulator.url).get(
+            "/v1/accounts/1001/reports/campaign_daily",
+            _token(emulator, ("read_ads",)),
+            {"since": "2026-11-01", "until": "2026-11-01"},
+        )
     assert caught.value.missing == ["read_reports"]

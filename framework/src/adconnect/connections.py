@@ -36,8 +36,7 @@ from adconnect.oauth_states import OAuthStates
 from adconnect.plugins import PluginHost
 from adconnect.vault import Vault
 
-__all__ = ["AuthorizationStart", "ConnectResult", "ConnectionRecord", "ConnectionService",
-           "state_secret"]
+__all__ = ["AuthorizationStart", "ConnectResult", "ConnectionRecord", "ConnectionService", "state_secret"]
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +61,13 @@ class ConnectionRecord:
     options: dict[str, Any]
 
     def ref(self) -> ConnectionRef:
-        return ConnectionRef(connection_id=self.id, tenant_id=self.tenant_id,
-                             provider_id=self.provider_id,
-                             external_account_id=self.external_account_id, options=self.options)
+        return ConnectionRef(
+            connection_id=self.id,
+            tenant_id=self.tenant_id,
+            provider_id=self.provider_id,
+            external_account_id=self.external_account_id,
+            options=self.options,
+        )
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,19 @@ class ConnectResult:
 
 
 def _record(row: Any) -> ConnectionRecord:
-    return ConnectionRecord(row.id, row.tenant_id, row.provider_id, row.name,
-                            row.external_account_id, row.status, row.status_reason,
-                            row.credential_status, tuple(row.granted_scopes),
-                            row.token_expires_at, dict(row.options))
+    return ConnectionRecord(
+        row.id,
+        row.tenant_id,
+        row.provider_id,
+        row.name,
+        row.external_account_id,
+        row.status,
+        row.status_reason,
+        row.credential_status,
+        tuple(row.granted_scopes),
+        row.token_expires_at,
+        dict(row.options),
+    )
 
 
 class ConnectionService:
@@ -109,10 +121,13 @@ class ConnectionService:
 
     def ensure(self, conn: SqlConnection, tenant_id: UUID, provider_id: str, name: str) -> ConnectionRecord:
         row = conn.execute(
-            insert(connections).values(tenant_id=tenant_id, provider_id=provider_id, name=name)
-            .on_conflict_do_update(index_elements=["tenant_id", "provider_id", "name"],
-                                   set_={"updated_at": func.now()})
-            .returning(*connections.c)).one()
+            insert(connections)
+            .values(tenant_id=tenant_id, provider_id=provider_id, name=name)
+            .on_conflict_do_update(
+                index_elements=["tenant_id", "provider_id", "name"], set_={"updated_at": func.now()}
+            )
+            .returning(*connections.c)
+        ).one()
         return _record(row)
 
     def get(self, tenant_id: UUID, connection_id: UUID) -> ConnectionRecord:
@@ -135,74 +150,134 @@ class ConnectionService:
 
     # --- the connect flow ------------------------------------------------------------------
 
-    def start_authorization(self, tenant_id: UUID, provider_id: str, *, redirect_uri: str,
-                            flow: str = "default", user_id: str | None = None,
-                            scopes: tuple[str, ...] | None = None,
-                            options: dict[str, str] | None = None) -> AuthorizationStart:
+    def start_authorization(
+        self,
+        tenant_id: UUID,
+        provider_id: str,
+        *,
+        redirect_uri: str,
+        flow: str = "default",
+        user_id: str | None = None,
+        scopes: tuple[str, ...] | None = None,
+        options: dict[str, str] | None = None,
+    ) -> AuthorizationStart:
         """Mint a state and build the provider's authorization URL."""
         provider = self.host.provider(provider_id)
         allowed = provider.allowed_redirect_uris()  # type: ignore[attr-defined]
-        issued = self.states.issue(tenant_id=tenant_id, provider_id=provider_id, flow=flow,
-                                   redirect_uri=redirect_uri, allowed_redirect_uris=allowed,
-                                   user_id=user_id)
-        built = self.host.build_authorization_url(provider_id, AuthorizationRequest(
-            state=issued.state, redirect_uri=redirect_uri, code_challenge=issued.code_challenge,
-            flow=flow, scopes=scopes, options=options or {}))
-        return AuthorizationStart(built.url, issued.state, redirect_uri, built.scopes,
-                                  built.ignored_scopes, issued.expires_at)
+        issued = self.states.issue(
+            tenant_id=tenant_id,
+            provider_id=provider_id,
+            flow=flow,
+            redirect_uri=redirect_uri,
+            allowed_redirect_uris=allowed,
+            user_id=user_id,
+        )
+        built = self.host.build_authorization_url(
+            provider_id,
+            AuthorizationRequest(
+                state=issued.state,
+                redirect_uri=redirect_uri,
+                code_challenge=issued.code_challenge,
+                flow=flow,
+                scopes=scopes,
+                options=options or {},
+            ),
+        )
+        return AuthorizationStart(
+            built.url, issued.state, redirect_uri, built.scopes, built.ignored_scopes, issued.expires_at
+        )
 
-    def complete_authorization(self, *, provider_id: str, state: str, code: str, redirect_uri: str,
-                               flow: str = "default", tenant_id: UUID | None = None,
-                               user_id: str | None = None, connection_name: str = "default"
-                               ) -> ConnectResult:
+    def complete_authorization(
+        self,
+        *,
+        provider_id: str,
+        state: str,
+        code: str,
+        redirect_uri: str,
+        flow: str = "default",
+        tenant_id: UUID | None = None,
+        user_id: str | None = None,
+        connection_name: str = "default",
+    ) -> ConnectResult:
         """Verify and burn the state, exchange the code, validate and store the credential.
 
         A credential missing required scopes is stored (so a re-request can reuse the
         connection) but the connection is marked ``needs_reauth`` with the missing scopes.
         """
-        consumed = self.states.consume(state, provider_id=provider_id, flow=flow,
-                                       redirect_uri=redirect_uri, tenant_id=tenant_id, user_id=user_id)
-        token = self.host.exchange_code(provider_id, CodeExchange(
-            code=SecretStr(code), redirect_uri=redirect_uri, code_verifier=consumed.code_verifier,
-            flow=flow))
+        consumed = self.states.consume(
+            state,
+            provider_id=provider_id,
+            flow=flow,
+            redirect_uri=redirect_uri,
+            tenant_id=tenant_id,
+            user_id=user_id,
+        )
+        token = self.host.exchange_code(
+            provider_id,
+            CodeExchange(
+                code=SecretStr(code),
+                redirect_uri=redirect_uri,
+                code_verifier=consumed.code_verifier,
+                flow=flow,
+            ),
+        )
         report = self.host.validate_credential(provider_id, token, flow)
         with self.db.tenant(consumed.tenant_id) as conn:
             record = self.ensure(conn, consumed.tenant_id, provider_id, connection_name)
-            self.vault.save_token_set(conn, tenant_id=consumed.tenant_id, connection_id=record.id,
-                                      token=token)
+            self.vault.save_token_set(
+                conn, tenant_id=consumed.tenant_id, connection_id=record.id, token=token
+            )
             record = self._apply_report(conn, record.id, report, token)
-        log.info("tenant %s connected %s (%s): %s", consumed.tenant_id, provider_id,
-                 connection_name, record.status)
+        log.info(
+            "tenant %s connected %s (%s): %s", consumed.tenant_id, provider_id, connection_name, record.status
+        )
         return ConnectResult(record, report)
 
-    def _apply_report(self, conn: SqlConnection, connection_id: UUID, report: CredentialReport,
-                      token: TokenSet) -> ConnectionRecord:
+    def _apply_report(
+        self, conn: SqlConnection, connection_id: UUID, report: CredentialReport, token: TokenSet
+    ) -> ConnectionRecord:
+        reason: str | None
         if report.missing_scopes:
-            status, reason = "needs_reauth", ("missing required permissions: "
-                                              + ", ".join(report.missing_scopes))
+            status, reason = (
+                "needs_reauth",
+                ("missing required permissions: " + ", ".join(report.missing_scopes)),
+            )
             credential = CredentialStatus.REAUTH_REQUIRED.value
         elif report.status in (CredentialStatus.INVALID, CredentialStatus.REAUTH_REQUIRED):
             status, reason, credential = "needs_reauth", report.reason, report.status.value
         else:
             status, reason, credential = "active", None, report.status.value
         row = conn.execute(
-            update(connections).where(connections.c.id == connection_id).values(
-                status=status, status_reason=reason, credential_status=credential,
-                identity=report.identity, granted_scopes=sorted(report.granted_scopes),
+            update(connections)
+            .where(connections.c.id == connection_id)
+            .values(
+                status=status,
+                status_reason=reason,
+                credential_status=credential,
+                identity=report.identity,
+                granted_scopes=sorted(report.granted_scopes),
                 declined_scopes=sorted(report.declined_scopes),
                 token_expires_at=report.expires_at or token.expires_at,
-                last_validated_at=datetime.now(UTC), updated_at=func.now(),
-            ).returning(*connections.c)).one()
+                last_validated_at=datetime.now(UTC),
+                updated_at=func.now(),
+            )
+            .returning(*connections.c)
+        ).one()
         return _record(row)
 
-    def select_account(self, tenant_id: UUID, connection_id: UUID, external_account_id: str) -> ConnectionRecord:
+    def select_account(
+        self, tenant_id: UUID, connection_id: UUID, external_account_id: str
+    ) -> ConnectionRecord:
         """Choose which discovered asset (ad account, page, customer) the connection syncs."""
         if not external_account_id.strip():
             raise ConfigurationError("an account id is required")
         with self.db.tenant(tenant_id) as conn:
-            row = conn.execute(update(connections).where(connections.c.id == connection_id)
-                               .values(external_account_id=external_account_id, updated_at=func.now())
-                               .returning(*connections.c)).first()
+            row = conn.execute(
+                update(connections)
+                .where(connections.c.id == connection_id)
+                .values(external_account_id=external_account_id, updated_at=func.now())
+                .returning(*connections.c)
+            ).first()
         if row is None:
             raise NotFoundError(f"no connection {connection_id} for this tenant")
         return _record(row)
@@ -218,7 +293,14 @@ class ConnectionService:
                 log.warning("revoking %s token failed: %s", record.provider_id, type(exc).__name__)
         with self.db.tenant(tenant_id) as conn:
             deleted = self.vault.delete_secrets(conn, tenant_id=tenant_id, connection_id=connection_id)
-            conn.execute(update(connections).where(connections.c.id == connection_id).values(
-                status="disconnected", status_reason="disconnected by operator",
-                credential_status=None, updated_at=func.now()))
+            conn.execute(
+                update(connections)
+                .where(connections.c.id == connection_id)
+                .values(
+                    status="disconnected",
+                    status_reason="disconnected by operator",
+                    credential_status=None,
+                    updated_at=func.now(),
+                )
+            )
         return deleted

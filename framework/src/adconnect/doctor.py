@@ -44,8 +44,12 @@ def _checks(settings_factory: Callable[[], FrameworkSettings]) -> Iterator[Check
     try:
         settings = settings_factory()
     except ValidationError as exc:
-        yield Check("settings", "fail", settings_problems(exc),
-                    "fix the ADCONNECT_* environment variables named above")
+        yield Check(
+            "settings",
+            "fail",
+            settings_problems(exc),
+            "fix the ADCONNECT_* environment variables named above",
+        )
         return
     yield Check("settings", "ok", f"data directory {settings.data_dir}, time zone {settings.timezone}")
     yield from _key_checks(settings, None)
@@ -53,8 +57,7 @@ def _checks(settings_factory: Callable[[], FrameworkSettings]) -> Iterator[Check
     try:
         db = open_database(settings)
         db.check_reachable()
-        yield Check("database", "ok", f"{describe_url(db.app_url)}"
-                    + (" (embedded)" if db.embedded else ""))
+        yield Check("database", "ok", f"{describe_url(db.app_url)}" + (" (embedded)" if db.embedded else ""))
     except AdconnectError as exc:
         yield Check("database", "fail", exc.user_message, exc.hint or "")
         if db is not None:
@@ -72,29 +75,50 @@ def _checks(settings_factory: Callable[[], FrameworkSettings]) -> Iterator[Check
 def _database_checks(db: Database) -> Iterator[Check]:
     current, head = db.current_revision(), db.head_revision()
     if current != head:
-        yield Check("migrations", "fail", f"schema at {current or 'nothing'}, newest is {head}",
-                    "run `adconnect db migrate`")
+        yield Check(
+            "migrations",
+            "fail",
+            f"schema at {current or 'nothing'}, newest is {head}",
+            "run `adconnect db migrate`",
+        )
         return
     yield Check("migrations", "ok", f"schema at {head}")
     with db.admin() as conn:
-        role = conn.execute(text("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = :r"),
-                            {"r": db.app_role}).first()
-        owned = conn.execute(text("SELECT count(*) FROM pg_tables WHERE schemaname = :s "
-                                  "AND tableowner = :r"), {"s": SCHEMA, "r": db.app_role}).scalar_one()
-        unforced = conn.execute(text(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = :s AND c.relname = ANY(:t) "
-            "AND NOT (c.relrowsecurity AND c.relforcerowsecurity)"),
-            {"s": SCHEMA, "t": [t.name for t in TENANT_TABLES]}).scalars().all()
+        role = conn.execute(
+            text("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = :r"), {"r": db.app_role}
+        ).first()
+        owned = conn.execute(
+            text("SELECT count(*) FROM pg_tables WHERE schemaname = :s AND tableowner = :r"),
+            {"s": SCHEMA, "r": db.app_role},
+        ).scalar_one()
+        unforced = (
+            conn.execute(
+                text(
+                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = :s AND c.relname = ANY(:t) "
+                    "AND NOT (c.relrowsecurity AND c.relforcerowsecurity)"
+                ),
+                {"s": SCHEMA, "t": [t.name for t in TENANT_TABLES]},
+            )
+            .scalars()
+            .all()
+        )
     if role is None or role.rolsuper or role.rolbypassrls or owned:
-        yield Check("app role", "fail",
-                    f"role {db.app_role} is missing, a superuser, bypasses RLS or owns tables",
-                    "run `adconnect db migrate`; use a plain role in ADCONNECT_APP_DATABASE_URL")
+        yield Check(
+            "app role",
+            "fail",
+            f"role {db.app_role} is missing, a superuser, bypasses RLS or owns tables",
+            "run `adconnect db migrate`; use a plain role in ADCONNECT_APP_DATABASE_URL",
+        )
     else:
         yield Check("app role", "ok", f"{db.app_role} owns nothing and is subject to row-level security")
     if unforced:
-        yield Check("row-level security", "fail", f"not forced on: {', '.join(unforced)}",
-                    "run `adconnect db migrate`")
+        yield Check(
+            "row-level security",
+            "fail",
+            f"not forced on: {', '.join(unforced)}",
+            "run `adconnect db migrate`",
+        )
     else:
         yield Check("row-level security", "ok", f"enabled and forced on {len(TENANT_TABLES)} tenant tables")
 
@@ -113,27 +137,36 @@ def _key_checks(settings: FrameworkSettings, db: Database | None) -> Iterator[Ch
         yield Check("master key", "ok", f"{len(keyring.ids)} key(s) from {source}")
         return
     with db.admin() as conn:
-        used = set(conn.execute(text(
-            f"SELECT DISTINCT master_key_id FROM {SCHEMA}.tenant_keys")).scalars().all())
+        used = set(
+            conn.execute(text(f"SELECT DISTINCT master_key_id FROM {SCHEMA}.tenant_keys")).scalars().all()
+        )
     unknown = sorted(used - set(keyring.ids))
     if unknown:
-        yield Check("tenant data keys", "fail",
-                    f"data keys are wrapped by master key(s) {', '.join(unknown)} that are not configured",
-                    "restore the previous master key (newest first in ADCONNECT_MASTER_KEY or the key "
-                    "file), then run `adconnect keys rotate --master`")
+        yield Check(
+            "tenant data keys",
+            "fail",
+            f"data keys are wrapped by master key(s) {', '.join(unknown)} that are not configured",
+            "restore the previous master key (newest first in ADCONNECT_MASTER_KEY or the key "
+            "file), then run `adconnect keys rotate --master`",
+        )
     else:
         yield Check("tenant data keys", "ok", "every tenant data key is wrapped by a configured master key")
 
 
 def _plugin_checks(host: PluginHost) -> Iterator[Check]:
     if not host.provider_ids() and not host.problems:
-        yield Check("plugins", "warn", "no provider plugins installed",
-                    "install one (pip install -e plugins/<name>) or `adconnect plugin new NAME`")
+        yield Check(
+            "plugins",
+            "warn",
+            "no provider plugins installed",
+            "install one (pip install -e plugins/<name>) or `adconnect plugin new NAME`",
+        )
     for problem in host.problems:
         status: Status = "warn" if problem.kind == "disabled" else "fail"
         where = f" ({problem.distribution} {problem.version})" if problem.distribution else ""
-        yield Check(f"plugin {problem.name}", status, f"{problem.kind}{where}: {problem.message}",
-                    problem.hint)
+        yield Check(
+            f"plugin {problem.name}", status, f"{problem.kind}{where}: {problem.message}", problem.hint
+        )
     for pid in host.provider_ids():
         record = host.records[pid]
         model = record.info.settings_model
@@ -141,10 +174,16 @@ def _plugin_checks(host: PluginHost) -> Iterator[Check]:
             try:
                 model()
             except ValidationError as exc:
-                yield Check(f"plugin {pid}", "warn",
-                            f"loaded, but its settings are incomplete: {settings_problems(exc)}",
-                            f"set the ADCONNECT_{pid.upper()}_* variables (see its README)")
+                yield Check(
+                    f"plugin {pid}",
+                    "warn",
+                    f"loaded, but its settings are incomplete: {settings_problems(exc)}",
+                    f"set the ADCONNECT_{pid.upper()}_* variables (see its README)",
+                )
                 continue
-        yield Check(f"plugin {pid}", "ok",
-                    f"{record.distribution or 'registered'} {record.distribution_version or record.info.version}, "
-                    f"contract {record.info.contract_version}")
+        yield Check(
+            f"plugin {pid}",
+            "ok",
+            f"{record.distribution or 'registered'} {record.distribution_version or record.info.version}, "
+            f"contract {record.info.contract_version}",
+        )

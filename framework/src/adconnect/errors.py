@@ -189,7 +189,7 @@ class RetryableProviderError(ProviderError):
 
     code = "provider_retryable"
 
-    def __init__(self, user_message: str, *, retry_after: float | None = None, **kwargs: Any):
+    def __init__(self, user_message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(user_message, **kwargs)
         self.retry_after = retry_after
 
@@ -208,8 +208,9 @@ class BadRecordError(AdconnectError):
 
     code = "bad_record"
 
-    def __init__(self, user_message: str, *, stream: str, context: Mapping[str, Any] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, user_message: str, *, stream: str, context: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(user_message, **kwargs)
         self.stream = stream
         self.context = dict(context or {})

@@ -109,9 +109,7 @@ def adconnect_declare_metrics(provider_id: str) -> list[MetricDefinition]:
 
 
 @_spec(firstresult=True)
-def adconnect_build_authorization_url(
-    provider_id: str, request: AuthorizationRequest
-) -> AuthorizationURL:
+def adconnect_build_authorization_url(provider_id: str, request: AuthorizationRequest) -> AuthorizationURL:
     """Build the URL that sends a user to the provider's consent screen.
 
     When: an operator or the API starts a connect flow. The framework has minted the signed,

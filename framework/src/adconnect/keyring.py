@@ -61,12 +61,16 @@ def _decode(encoded: str, where: str) -> bytes:
     try:
         raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
-        raise ConfigurationError(f"{where} is not valid base64",
-                                 hint="generate one with `python -c \"import os,base64;print("
-                                 "base64.urlsafe_b64encode(os.urandom(32)).decode())\"`") from None
+        raise ConfigurationError(
+            f"{where} is not valid base64",
+            hint='generate one with `python -c "import os,base64;print('
+            'base64.urlsafe_b64encode(os.urandom(32)).decode())"`',
+        ) from None
     if len(raw) != KEY_BYTES:
-        raise ConfigurationError(f"{where} decodes to {len(raw)} bytes, expected {KEY_BYTES}",
-                                 hint="a master key is 32 random bytes, base64-encoded")
+        raise ConfigurationError(
+            f"{where} decodes to {len(raw)} bytes, expected {KEY_BYTES}",
+            hint="a master key is 32 random bytes, base64-encoded",
+        )
     return raw
 
 
@@ -85,8 +89,9 @@ class MasterKeyring:
             if all(k.material != raw for k in ring):
                 ring.append(MasterKey(key_id(raw), raw))
         if not ring:
-            raise ConfigurationError("the master keyring is empty",
-                                     hint="set ADCONNECT_MASTER_KEY or keep the key file")
+            raise ConfigurationError(
+                "the master keyring is empty", hint="set ADCONNECT_MASTER_KEY or keep the key file"
+            )
         self._keys = tuple(ring)
         self._by_id = {k.key_id: k for k in ring}
         self.source = source
@@ -106,10 +111,10 @@ class MasterKeyring:
             value = settings.master_key.get_secret_value()
             parts = [p for p in value.split(",") if p.strip()]
             if not parts:
-                raise ConfigurationError("ADCONNECT_MASTER_KEY is set but empty",
-                                         hint="unset it to use the key file, or set a key")
-            return cls([_decode(p, f"ADCONNECT_MASTER_KEY entry #{i}")
-                        for i, p in enumerate(parts, 1)])
+                raise ConfigurationError(
+                    "ADCONNECT_MASTER_KEY is set but empty", hint="unset it to use the key file, or set a key"
+                )
+            return cls([_decode(p, f"ADCONNECT_MASTER_KEY entry #{i}") for i, p in enumerate(parts, 1)])
         return cls.from_file(settings.master_key_file, create=True)
 
     @classmethod
@@ -123,15 +128,18 @@ class MasterKeyring:
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            raise ConfigurationError(f"the master key file {path} does not exist",
-                                     hint="restore it from backup or set ADCONNECT_MASTER_KEY"
-                                     ) from None
+            raise ConfigurationError(
+                f"the master key file {path} does not exist",
+                hint="restore it from backup or set ADCONNECT_MASTER_KEY",
+            ) from None
         with os.fdopen(fd, encoding="utf-8") as handle:
             mode = os.fstat(handle.fileno()).st_mode
             if os.name == "posix" and mode & 0o077:
                 raise ConfigurationError(
                     f"the master key file {path} is accessible by group or others "
-                    f"(mode {stat.S_IMODE(mode):04o})", hint=f"chmod 600 {path}")
+                    f"(mode {stat.S_IMODE(mode):04o})",
+                    hint=f"chmod 600 {path}",
+                )
             content = handle.read()
         return cls(list(_parse(content, path)), source=path)
 
@@ -194,12 +202,16 @@ def _parse(content: str, path: Path) -> Iterator[bytes]:
         fields = line.split()
         where = f"line {number} of the master key file {path}"
         if len(fields) > 2:
-            raise ConfigurationError(f"{where} has {len(fields)} fields, expected "
-                                     "`<key_id> <base64 key>`", hint="restore the file from backup")
+            raise ConfigurationError(
+                f"{where} has {len(fields)} fields, expected `<key_id> <base64 key>`",
+                hint="restore the file from backup",
+            )
         raw = _decode(fields[-1], where)
         if len(fields) == 2 and fields[0] != key_id(raw):
-            raise ConfigurationError(f"{where}: key id {fields[0]!r} does not match its key",
-                                     hint="the line was edited or truncated; restore the file")
+            raise ConfigurationError(
+                f"{where}: key id {fields[0]!r} does not match its key",
+                hint="the line was edited or truncated; restore the file",
+            )
         yield raw
 
 

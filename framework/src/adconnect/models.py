@@ -123,8 +123,9 @@ class ScheduleSpec(_Model):
 class ProviderInfo(_Model):
     """Who a provider is; returned by ``adconnect_describe_provider``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True,
-                              revalidate_instances="always")
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", arbitrary_types_allowed=True, revalidate_instances="always"
+    )
 
     provider_id: SnakeId
     display_name: str
@@ -145,8 +146,9 @@ class ProviderInfo(_Model):
 class StreamSpec(_Model):
     """One stream a provider can read: its record model, key, cursor and lookback."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True,
-                              revalidate_instances="always")
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", arbitrary_types_allowed=True, revalidate_instances="always"
+    )
 
     name: SnakeId
     record_model: type[BaseModel]
@@ -182,7 +184,7 @@ class TokenSet(_Model):
 
     access_token: SecretStr
     refresh_token: SecretStr | None = None
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
     expires_at: AwareDatetime | None = None
     scopes: frozenset[str] = frozenset()
     identity: str | None = Field(default=None, description="Provider user/app id, not secret.")

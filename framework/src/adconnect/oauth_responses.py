@@ -61,12 +61,17 @@ def error_fields(response: httpx.Response) -> tuple[str | None, str | None, obje
     if isinstance(error, dict):  # Meta: {"error": {"message", "type", "code", "error_subcode"}}
         code = error.get("code")
         name = str(code) if isinstance(code, int) else error.get("type")
-        return (name if isinstance(name, str) else None,
-                error.get("message") if isinstance(error.get("message"), str) else None,
-                error.get("error_subcode"))
+        return (
+            name if isinstance(name, str) else None,
+            error.get("message") if isinstance(error.get("message"), str) else None,
+            error.get("error_subcode"),
+        )
     description = body.get("error_description")
-    return (error if isinstance(error, str) else None,
-            description if isinstance(description, str) else None, None)
+    return (
+        error if isinstance(error, str) else None,
+        description if isinstance(description, str) else None,
+        None,
+    )
 
 
 def safe_text(text: str | None, secrets: Iterable[str]) -> str:

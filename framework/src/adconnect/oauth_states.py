@@ -93,8 +93,12 @@ def _b64(raw: bytes) -> str:
 
 def _fail(code: str, provider_id: str | None = None) -> OAuthStateError:
     log.warning("OAuth state rejected: %s (provider=%s)", code, provider_id)
-    return OAuthStateError(_MESSAGES[code], code=code, provider_id=provider_id,
-                           hint="start the connection again from the beginning")
+    return OAuthStateError(
+        _MESSAGES[code],
+        code=code,
+        provider_id=provider_id,
+        hint="start the connection again from the beginning",
+    )
 
 
 def _clock_signer(clock: Callable[[], float]) -> type[TimestampSigner]:
@@ -113,8 +117,9 @@ class OAuthStates:
     :param clock: seconds since the epoch (drives signature age and row expiry alike).
     """
 
-    def __init__(self, db: Database, secret: bytes, *, ttl_seconds: int = 600,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, db: Database, secret: bytes, *, ttl_seconds: int = 600, clock: Callable[[], float] = time.time
+    ) -> None:
         if not isinstance(secret, bytes) or len(secret) < 32:
             raise ConfigurationError("the OAuth state secret must be at least 32 random bytes")
         if ttl_seconds <= 0:
@@ -123,8 +128,7 @@ class OAuthStates:
         self.ttl_seconds = ttl_seconds
         self.clock = clock
         self._secret = secret
-        self._serializer = URLSafeTimedSerializer(secret, salt=STATE_SALT,
-                                                  signer=_clock_signer(clock))
+        self._serializer = URLSafeTimedSerializer(secret, salt=STATE_SALT, signer=_clock_signer(clock))
 
     def _verifier(self, nonce: str) -> str:
         return _b64(hmac.new(self._secret, b"pkce|" + nonce.encode(), hashlib.sha256).digest())
@@ -132,9 +136,16 @@ class OAuthStates:
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
 
-    def issue(self, *, tenant_id: UUID | str, provider_id: str, flow: str, redirect_uri: str,
-              allowed_redirect_uris: Iterable[str], user_id: str | UUID | None = None
-              ) -> IssuedState:
+    def issue(
+        self,
+        *,
+        tenant_id: UUID | str,
+        provider_id: str,
+        flow: str,
+        redirect_uri: str,
+        allowed_redirect_uris: Iterable[str],
+        user_id: str | UUID | None = None,
+    ) -> IssuedState:
         """Mint a state for one authorization attempt.
 
         :raises OAuthStateError: ``redirect_uri_mismatch`` when ``redirect_uri`` is not
@@ -150,18 +161,38 @@ class OAuthStates:
         nonce = secrets.token_urlsafe(32)
         expires_at = datetime.fromtimestamp(self.clock() + self.ttl_seconds, UTC)
         with self.db.tenant(tenant) as conn:
-            conn.execute(insert(oauth_states).values(
-                nonce=nonce, tenant_id=tenant, provider_id=provider_id, flow=flow,
-                user_id=user, redirect_uri=redirect_uri, expires_at=expires_at))
-        state = self._serializer.dumps({"nonce": nonce, "tenant": str(tenant), "user": user,
-                                        "provider": provider_id, "flow": flow})
+            conn.execute(
+                insert(oauth_states).values(
+                    nonce=nonce,
+                    tenant_id=tenant,
+                    provider_id=provider_id,
+                    flow=flow,
+                    user_id=user,
+                    redirect_uri=redirect_uri,
+                    expires_at=expires_at,
+                )
+            )
+        state = self._serializer.dumps(
+            {"nonce": nonce, "tenant": str(tenant), "user": user, "provider": provider_id, "flow": flow}
+        )
         verifier = self._verifier(nonce)
-        return IssuedState(state=state, code_verifier=SecretStr(verifier),
-                           code_challenge=pkce_challenge(verifier), expires_at=expires_at)
+        return IssuedState(
+            state=state,
+            code_verifier=SecretStr(verifier),
+            code_challenge=pkce_challenge(verifier),
+            expires_at=expires_at,
+        )
 
-    def consume(self, state: str, *, provider_id: str, flow: str, redirect_uri: str,
-                tenant_id: UUID | str | None = None, user_id: str | UUID | None = None
-                ) -> ConsumedState:
+    def consume(
+        self,
+        state: str,
+        *,
+        provider_id: str,
+        flow: str,
+        redirect_uri: str,
+        tenant_id: UUID | str | None = None,
+        user_id: str | UUID | None = None,
+    ) -> ConsumedState:
         """Check and burn a state coming back on the callback.
 
         :raises OAuthStateError: with ``code`` ``invalid_oauth_state`` (bad signature or
@@ -182,25 +213,34 @@ class OAuthStates:
         with self.db.tenant(tenant) as conn:
             row = conn.execute(
                 update(oauth_states)
-                .where(c.nonce == payload["nonce"], c.consumed_at.is_(None), c.expires_at > now,
-                       c.provider_id == provider_id, c.flow == flow,
-                       c.redirect_uri == redirect_uri,
-                       c.user_id.is_not_distinct_from(payload["user"]))
+                .where(
+                    c.nonce == payload["nonce"],
+                    c.consumed_at.is_(None),
+                    c.expires_at > now,
+                    c.provider_id == provider_id,
+                    c.flow == flow,
+                    c.redirect_uri == redirect_uri,
+                    c.user_id.is_not_distinct_from(payload["user"]),
+                )
                 .values(consumed_at=func.now())
-                .returning(c.user_id)).first()
-            failure = None if row is not None else self._why(conn, payload["nonce"],
-                                                             redirect_uri, now)
+                .returning(c.user_id)
+            ).first()
+            failure = None if row is not None else self._why(conn, payload["nonce"], redirect_uri, now)
         if failure is not None:
             raise _fail(failure, provider_id)
-        return ConsumedState(tenant_id=tenant, user_id=payload["user"], provider_id=provider_id,
-                             flow=flow, redirect_uri=redirect_uri,
-                             code_verifier=SecretStr(self._verifier(payload["nonce"])))
+        return ConsumedState(
+            tenant_id=tenant,
+            user_id=payload["user"],
+            provider_id=provider_id,
+            flow=flow,
+            redirect_uri=redirect_uri,
+            code_verifier=SecretStr(self._verifier(payload["nonce"])),
+        )
 
     def purge_expired(self, tenant_id: UUID | str) -> int:
         """Delete the tenant's expired states; returns how many went."""
         with self.db.tenant(tenant_id) as conn:
-            result = conn.execute(
-                delete(oauth_states).where(oauth_states.c.expires_at <= self._now()))
+            result = conn.execute(delete(oauth_states).where(oauth_states.c.expires_at <= self._now()))
         return int(result.rowcount or 0)
 
     def _load(self, state: str, provider_id: str) -> dict[str, Any]:
@@ -212,10 +252,11 @@ class OAuthStates:
             raise _fail("expired_oauth_state", provider_id) from None
         except BadData:
             raise _fail("invalid_oauth_state", provider_id) from None
-        valid = (isinstance(payload, dict)
-                 and all(isinstance(payload.get(k), str)
-                         for k in ("nonce", "tenant", "provider", "flow"))
-                 and isinstance(payload.get("user"), str | None))
+        valid = (
+            isinstance(payload, dict)
+            and all(isinstance(payload.get(k), str) for k in ("nonce", "tenant", "provider", "flow"))
+            and isinstance(payload.get("user"), str | None)
+        )
         if valid:
             try:
                 UUID(payload["tenant"])
@@ -228,8 +269,9 @@ class OAuthStates:
     @staticmethod
     def _why(conn: Connection, nonce: str, redirect_uri: str, now: datetime) -> str:
         c = oauth_states.c
-        row = conn.execute(select(c.consumed_at, c.expires_at, c.redirect_uri)
-                           .where(c.nonce == nonce)).first()
+        row = conn.execute(
+            select(c.consumed_at, c.expires_at, c.redirect_uri).where(c.nonce == nonce)
+        ).first()
         if row is None:
             return "invalid_oauth_state"
         if row.consumed_at is not None:

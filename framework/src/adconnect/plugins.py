@@ -60,9 +60,7 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 DEFAULT_PLUGINS = ("adconnect.default_plugins.event_log",)
 
-ProblemKind = Literal[
-    "import_error", "incompatible_contract", "contract_violation", "duplicate", "disabled"
-]
+ProblemKind = Literal["import_error", "incompatible_contract", "contract_violation", "duplicate", "disabled"]
 
 
 @dataclass(frozen=True)
@@ -139,25 +137,29 @@ class PluginHost:
     def metrics(self, provider_id: str) -> list[MetricDefinition]:
         caller = self._subset(provider_id, "adconnect_declare_metrics")
         lists = caller(provider_id=provider_id)
-        metrics = [m for batch in lists for m in _validated(batch, list[MetricDefinition],
-                                                             provider_id, "adconnect_declare_metrics")]
+        metrics = [
+            m
+            for batch in lists
+            for m in _validated(batch, list[MetricDefinition], provider_id, "adconnect_declare_metrics")
+        ]
         seen: set[str] = set()
         for metric in metrics:
             if metric.metric_id in seen:
-                raise PluginContractError(f"metric {metric.metric_id} is declared twice",
-                                          provider_id=provider_id)
+                raise PluginContractError(
+                    f"metric {metric.metric_id} is declared twice", provider_id=provider_id
+                )
             if metric.provider_id != provider_id:
                 raise PluginContractError(
                     f"metric {metric.metric_id} does not belong to provider {provider_id}",
-                    provider_id=provider_id)
+                    provider_id=provider_id,
+                )
             seen.add(metric.metric_id)
         return metrics
 
     # --- OAuth and scopes ------------------------------------------------------------------
 
     def build_authorization_url(self, provider_id: str, request: AuthorizationRequest) -> AuthorizationURL:
-        return self._call(provider_id, "adconnect_build_authorization_url", AuthorizationURL,
-                          request=request)
+        return self._call(provider_id, "adconnect_build_authorization_url", AuthorizationURL, request=request)
 
     def exchange_code(self, provider_id: str, exchange: CodeExchange) -> TokenSet:
         return self._call(provider_id, "adconnect_exchange_code", TokenSet, exchange=exchange)
@@ -169,17 +171,21 @@ class PluginHost:
         return bool(self._call(provider_id, "adconnect_revoke_token", bool | None, token=token))
 
     def required_scopes(self, provider_id: str, flow: str = "default") -> ScopeRequirement | None:
-        result = self._subset(provider_id, "adconnect_required_scopes")(
-            provider_id=provider_id, flow=flow)
+        result = self._subset(provider_id, "adconnect_required_scopes")(provider_id=provider_id, flow=flow)
         if result is not None and not isinstance(result, ScopeRequirement):
             raise PluginContractError(
                 f"{provider_id}: adconnect_required_scopes returned {type(result).__name__}, "
-                "expected ScopeRequirement or None", provider_id=provider_id)
+                "expected ScopeRequirement or None",
+                provider_id=provider_id,
+            )
         return result
 
-    def validate_credential(self, provider_id: str, token: TokenSet, flow: str = "default") -> CredentialReport:
-        report = self._call(provider_id, "adconnect_validate_credential", CredentialReport,
-                            token=token, flow=flow)
+    def validate_credential(
+        self, provider_id: str, token: TokenSet, flow: str = "default"
+    ) -> CredentialReport:
+        report = self._call(
+            provider_id, "adconnect_validate_credential", CredentialReport, token=token, flow=flow
+        )
         requirement = self.required_scopes(provider_id, flow)
         if requirement is not None and not report.missing_scopes:
             check = requirement.check(report.granted_scopes)
@@ -195,22 +201,28 @@ class PluginHost:
     def discover_metric_availability(
         self, provider_id: str, token: TokenSet, asset: DiscoveredAsset
     ) -> list[MetricAvailability]:
-        return self._call(provider_id, "adconnect_discover_metric_availability",
-                          list[MetricAvailability], token=token, asset=asset)
+        return self._call(
+            provider_id,
+            "adconnect_discover_metric_availability",
+            list[MetricAvailability],
+            token=token,
+            asset=asset,
+        )
 
     def read_stream(self, provider_id: str, request: ReadRequest) -> Iterator[ReadMessage]:
         messages = self._subset(provider_id, "adconnect_read_stream")(
-            provider_id=provider_id, request=request)
+            provider_id=provider_id, request=request
+        )
         if messages is None:
-            raise PluginContractError(f"{provider_id}: adconnect_read_stream returned nothing",
-                                      provider_id=provider_id)
+            raise PluginContractError(
+                f"{provider_id}: adconnect_read_stream returned nothing", provider_id=provider_id
+            )
         adapter: TypeAdapter[ReadMessage] = TypeAdapter(ReadMessage)
         for message in messages:
             yield _validated(message, ReadMessage, provider_id, "adconnect_read_stream", adapter)
 
     def check_connection(self, provider_id: str, context: ConnectionContext) -> ConnectionStatus:
-        return self._call(provider_id, "adconnect_check_connection", ConnectionStatus,
-                          context=context)
+        return self._call(provider_id, "adconnect_check_connection", ConnectionStatus, context=context)
 
     # --- events ----------------------------------------------------------------------------
 
@@ -240,8 +252,9 @@ class PluginHost:
                 log.exception("plugin %s failed in %s", impl.plugin_name, hook)
 
 
-def _validated(value: Any, expected: Any, provider_id: str, hook: str,
-               adapter: TypeAdapter[Any] | None = None) -> Any:
+def _validated(
+    value: Any, expected: Any, provider_id: str, hook: str, adapter: TypeAdapter[Any] | None = None
+) -> Any:
     """Check a plugin's return value against the contract type."""
     try:
         return (adapter or TypeAdapter(expected)).validate_python(value)
@@ -292,43 +305,59 @@ def load_plugins(
         for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             dist = (ep.dist.name, ep.dist.version) if ep.dist is not None else None
             if ep.name in blocked:
-                host.problems.append(PluginProblem(
-                    ep.name, "disabled", "disabled by ADCONNECT_DISABLE_PLUGINS",
-                    "remove it from ADCONNECT_DISABLE_PLUGINS to load it", *(dist or (None, None))))
+                host.problems.append(
+                    PluginProblem(
+                        ep.name,
+                        "disabled",
+                        "disabled by ADCONNECT_DISABLE_PLUGINS",
+                        "remove it from ADCONNECT_DISABLE_PLUGINS to load it",
+                        *(dist or (None, None)),
+                    )
+                )
                 continue
             try:
                 obj = ep.load()
             except Exception as exc:  # any import failure is reported, never fatal
-                _problem(host, ep.name, "import_error",
-                         f"cannot import {ep.value}: {type(exc).__name__}: {exc}",
-                         f"reinstall the distribution ({dist[0] if dist else 'unknown'}) or "
-                         f"disable it with ADCONNECT_DISABLE_PLUGINS={ep.name}", dist)
+                _problem(
+                    host,
+                    ep.name,
+                    "import_error",
+                    f"cannot import {ep.value}: {type(exc).__name__}: {exc}",
+                    f"reinstall the distribution ({dist[0] if dist else 'unknown'}) or "
+                    f"disable it with ADCONNECT_DISABLE_PLUGINS={ep.name}",
+                    dist,
+                )
                 continue
             if isinstance(obj, type):
                 try:
                     obj = obj()
                 except Exception as exc:
-                    _problem(host, ep.name, "import_error",
-                             f"cannot instantiate {ep.value}: {type(exc).__name__}: {exc}",
-                             "a provider class must be constructible without arguments", dist)
+                    _problem(
+                        host,
+                        ep.name,
+                        "import_error",
+                        f"cannot instantiate {ep.value}: {type(exc).__name__}: {exc}",
+                        "a provider class must be constructible without arguments",
+                        dist,
+                    )
                     continue
             _register(host, obj, name=ep.name, dist=dist)
     host.pm.check_pending()
     return host
 
 
-def _problem(host: PluginHost, name: str, kind: ProblemKind, message: str, hint: str,
-             dist: tuple[str, str] | None) -> None:
+def _problem(
+    host: PluginHost, name: str, kind: ProblemKind, message: str, hint: str, dist: tuple[str, str] | None
+) -> None:
     problem = PluginProblem(name, kind, message, hint, *(dist or (None, None)))
     host.problems.append(problem)
     log.warning("plugin %s not loaded (%s): %s", name, kind, message)
 
 
-def _register(host: PluginHost, obj: object, *, name: str | None,
-              dist: tuple[str, str] | None) -> None:
+def _register(host: PluginHost, obj: object, *, name: str | None, dist: tuple[str, str] | None) -> None:
     """Register one plugin object, refusing it (and recording why) if it breaks the contract."""
     is_provider = isinstance(obj, Provider)
-    label = name or getattr(obj, "__name__", type(obj).__name__)
+    label: str = name or str(getattr(obj, "__name__", type(obj).__name__))
     if is_provider:
         problem = _provider_precheck(host, obj, label)  # type: ignore[arg-type]
         if problem is not None:
@@ -337,15 +366,26 @@ def _register(host: PluginHost, obj: object, *, name: str | None,
     try:
         host.pm.register(obj, name=label)
     except (ValueError, pluggy.PluginValidationError) as exc:
-        _problem(host, label, "contract_violation", str(exc),
-                 "fix the hook implementation's name or arguments (see docs/hooks.md)", dist)
+        _problem(
+            host,
+            label,
+            "contract_violation",
+            str(exc),
+            "fix the hook implementation's name or arguments (see docs/hooks.md)",
+            dist,
+        )
         return
     unknown = [hc.name for hc in host.pm.get_hookcallers(obj) or [] if not hc.has_spec()]
     if unknown:
         host.pm.unregister(obj)
-        _problem(host, label, "contract_violation",
-                 f"implements unknown hooks: {', '.join(sorted(set(unknown)))}",
-                 "a hook name is misspelled or the plugin needs a newer adconnect", dist)
+        _problem(
+            host,
+            label,
+            "contract_violation",
+            f"implements unknown hooks: {', '.join(sorted(set(unknown)))}",
+            "a hook name is misspelled or the plugin needs a newer adconnect",
+            dist,
+        )
         return
     if not is_provider:
         return
@@ -355,46 +395,73 @@ def _register(host: PluginHost, obj: object, *, name: str | None,
         info = host._call(label, "adconnect_describe_provider", ProviderInfo)
         if info.provider_id != label:
             raise PluginContractError(
-                f"describes itself as {info.provider_id!r} but is registered as {label!r}")
+                f"describes itself as {info.provider_id!r} but is registered as {label!r}"
+            )
         host.streams(label)
         host.metrics(label)
     except AdconnectError as exc:
         del host._providers[label]
         host.pm.unregister(provider)
-        _problem(host, label, "contract_violation", exc.user_message,
-                 "the plugin returns values the contract does not allow; upgrade or fix it", dist)
+        _problem(
+            host,
+            label,
+            "contract_violation",
+            exc.user_message,
+            "the plugin returns values the contract does not allow; upgrade or fix it",
+            dist,
+        )
         return
     except Exception as exc:
         del host._providers[label]
         host.pm.unregister(provider)
-        _problem(host, label, "contract_violation",
-                 f"registration hooks raised {type(exc).__name__}: {exc}",
-                 "the plugin fails while describing itself; check its settings and version", dist)
+        _problem(
+            host,
+            label,
+            "contract_violation",
+            f"registration hooks raised {type(exc).__name__}: {exc}",
+            "the plugin fails while describing itself; check its settings and version",
+            dist,
+        )
         return
     host.records[label] = PluginRecord(label, info, *(dist or (None, None)))
 
 
-def _provider_precheck(host: PluginHost, provider: Provider, name: str) -> tuple[ProblemKind, str, str] | None:
+def _provider_precheck(
+    host: PluginHost, provider: Provider, name: str
+) -> tuple[ProblemKind, str, str] | None:
     declared = getattr(provider, "contract_version", None)
     if not isinstance(declared, str):
-        return ("incompatible_contract", "declares no contract_version",
-                f"set contract_version = {hookspecs.CONTRACT_VERSION!r} on the provider class")
+        return (
+            "incompatible_contract",
+            "declares no contract_version",
+            f"set contract_version = {hookspecs.CONTRACT_VERSION!r} on the provider class",
+        )
     if not contract_compatible(declared):
-        return ("incompatible_contract",
-                f"built for plugin contract {declared}, this adconnect speaks {hookspecs.CONTRACT_VERSION}",
-                "install a version of the plugin built for this adconnect, or upgrade adconnect")
+        return (
+            "incompatible_contract",
+            f"built for plugin contract {declared}, this adconnect speaks {hookspecs.CONTRACT_VERSION}",
+            "install a version of the plugin built for this adconnect, or upgrade adconnect",
+        )
     if getattr(provider, "provider_id", None) != name:
-        return ("contract_violation",
-                f"class provider_id {getattr(provider, 'provider_id', None)!r} differs from "
-                f"entry-point name {name!r}", "make the entry-point name equal the provider id")
+        return (
+            "contract_violation",
+            f"class provider_id {getattr(provider, 'provider_id', None)!r} differs from "
+            f"entry-point name {name!r}",
+            "make the entry-point name equal the provider id",
+        )
     if name in host._providers:
-        return ("duplicate", f"provider id {name!r} is already provided by another plugin",
-                "uninstall one of the two distributions")
+        return (
+            "duplicate",
+            f"provider id {name!r} is already provided by another plugin",
+            "uninstall one of the two distributions",
+        )
     required = REQUIRED_HOOKS[None] + REQUIRED_HOOKS.get(provider.auth_kind, ())
     overridden = type(provider).overridden_hooks()
-    missing = [h for h in required
-               if h not in overridden or host.pm.parse_hookimpl_opts(provider, h) is None]
+    missing = [h for h in required if h not in overridden or host.pm.parse_hookimpl_opts(provider, h) is None]
     if missing:
-        return ("contract_violation", f"does not implement required hooks: {', '.join(missing)}",
-                "implement them (the plugin template shows each one)")
+        return (
+            "contract_violation",
+            f"does not implement required hooks: {', '.join(missing)}",
+            "implement them (the plugin template shows each one)",
+        )
     return None

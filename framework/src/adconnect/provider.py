@@ -74,10 +74,13 @@ class OAuthProviderSettings(ProviderSettings):
 
     client_id: str
     client_secret: SecretStr
-    redirect_uri: str = Field(description="The callback URI registered with the provider; "
-                              "authorization requests must use exactly this string.")
+    redirect_uri: str = Field(
+        description="The callback URI registered with the provider; "
+        "authorization requests must use exactly this string."
+    )
     extra_redirect_uris: tuple[str, ...] = Field(
-        default=(), description="More registered callback URIs (other environments).")
+        default=(), description="More registered callback URIs (other environments)."
+    )
 
 
 class Provider:
@@ -181,9 +184,7 @@ class Provider:
         return default_connection_status(context)
 
 
-def default_connection_status(
-    context: ConnectionContext, *, now: datetime | None = None
-) -> ConnectionStatus:
+def default_connection_status(context: ConnectionContext, *, now: datetime | None = None) -> ConnectionStatus:
     """The status most providers want, derived from what the framework knows."""
     now = now or datetime.now(UTC)
 
@@ -198,26 +199,49 @@ def default_connection_status(
         )
 
     if context.token is None or context.credential_status is None:
-        return status(ConnectionState.NOT_CONNECTED, "missing_credential",
-                      "No credential is stored for this connection.", "connect_oauth")
+        return status(
+            ConnectionState.NOT_CONNECTED,
+            "missing_credential",
+            "No credential is stored for this connection.",
+            "connect_oauth",
+        )
     if context.credential_status in (CredentialStatus.REAUTH_REQUIRED, CredentialStatus.INVALID):
-        return status(ConnectionState.STARTED_NOT_COMPLETE, "credential_reauth_required",
-                      "The credential must be re-authorised.", "connect_oauth")
+        return status(
+            ConnectionState.STARTED_NOT_COMPLETE,
+            "credential_reauth_required",
+            "The credential must be re-authorised.",
+            "connect_oauth",
+        )
     if context.connection.external_account_id is None:
-        return status(ConnectionState.STARTED_NOT_COMPLETE, "missing_asset_selection",
-                      "Select the account this connection syncs.", "select_assets")
+        return status(
+            ConnectionState.STARTED_NOT_COMPLETE,
+            "missing_asset_selection",
+            "Select the account this connection syncs.",
+            "select_assets",
+        )
     if not context.enabled:
-        return status(ConnectionState.COMPLETE, "provider_disabled",
-                      "The provider is disabled for this tenant; schedules are stopped.",
-                      "enable_provider")
+        return status(
+            ConnectionState.COMPLETE,
+            "provider_disabled",
+            "The provider is disabled for this tenant; schedules are stopped.",
+            "enable_provider",
+        )
     if context.last_run_status == "failed":
-        return status(ConnectionState.COMPLETE, "last_sync_failed",
-                      f"The last sync failed ({context.last_error_class or 'unknown error'}).",
-                      "sync_now", "view")
+        return status(
+            ConnectionState.COMPLETE,
+            "last_sync_failed",
+            f"The last sync failed ({context.last_error_class or 'unknown error'}).",
+            "sync_now",
+            "view",
+        )
     if context.last_synced_at is not None and now - context.last_synced_at <= RECENT_SYNC:
         return status(ConnectionState.ACTIVE, "active_sync", "Data is fresh.", "view")
-    return status(ConnectionState.COMPLETE, "awaiting_recent_successful_sync",
-                  "Connected; waiting for a recent successful sync.", "sync_now")
+    return status(
+        ConnectionState.COMPLETE,
+        "awaiting_recent_successful_sync",
+        "Connected; waiting for a recent successful sync.",
+        "sync_now",
+    )
 
 
 def settings_problems(exc: ValidationError) -> str:

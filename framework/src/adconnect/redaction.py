@@ -97,7 +97,7 @@ class SecretRegistry:
             return text
         spans: list[tuple[int, int]] = []
         for i in range(len(text) - MIN_SECRET_LENGTH + 1):
-            bucket = index.get(text[i:i + MIN_SECRET_LENGTH])
+            bucket = index.get(text[i : i + MIN_SECRET_LENGTH])
             if not bucket:
                 continue
             for value in bucket:  # longest first

@@ -47,21 +47,36 @@ class Runner:
     def heartbeat(self) -> None:
         """Record that this runner is alive and log what it sees."""
         with self.db.platform() as conn:
-            conn.execute(insert(runner_heartbeats).values(
-                instance_id=self.instance_id, hostname=socket.gethostname(), pid=os.getpid(),
-                version=adconnect.__version__,
-            ).on_conflict_do_update(index_elements=[runner_heartbeats.c.instance_id],
-                                    set_={"last_seen_at": func.now()}))
+            conn.execute(
+                insert(runner_heartbeats)
+                .values(
+                    instance_id=self.instance_id,
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
+                    version=adconnect.__version__,
+                )
+                .on_conflict_do_update(
+                    index_elements=[runner_heartbeats.c.instance_id], set_={"last_seen_at": func.now()}
+                )
+            )
             tenant_count = conn.execute(select(func.count()).select_from(tenants)).scalar_one()
         self.beats += 1
-        log.info("heartbeat %d: %d tenant(s), %d provider(s) installed", self.beats,
-                 tenant_count, len(self.host.provider_ids()))
+        log.info(
+            "heartbeat %d: %d tenant(s), %d provider(s) installed",
+            self.beats,
+            tenant_count,
+            len(self.host.provider_ids()),
+        )
 
     def run_forever(self) -> None:
         """Run until Ctrl-C or SIGTERM, then remove this instance's heartbeat row."""
-        self.scheduler.add_job(self.heartbeat, "interval", id="heartbeat",
-                               seconds=self.settings.heartbeat_seconds,
-                               next_run_time=datetime.now(UTC))
+        self.scheduler.add_job(
+            self.heartbeat,
+            "interval",
+            id="heartbeat",
+            seconds=self.settings.heartbeat_seconds,
+            next_run_time=datetime.now(UTC),
+        )
 
         def _terminate(signum: int, frame: FrameType | None) -> None:
             log.info("received signal %d, stopping", signum)
@@ -77,5 +92,6 @@ class Runner:
         finally:
             signal.signal(signal.SIGTERM, previous)
             with self.db.platform() as conn:
-                conn.execute(delete(runner_heartbeats).where(
-                    runner_heartbeats.c.instance_id == self.instance_id))
+                conn.execute(
+                    delete(runner_heartbeats).where(runner_heartbeats.c.instance_id == self.instance_id)
+                )

@@ -146,8 +146,9 @@ def _parse_term(tokens: list[str], pos: int, source: str) -> tuple[_Node, int]:
 _Parser = Callable[[list[str], int, str], tuple[_Node, int]]
 
 
-def _parse_binary(tokens: list[str], pos: int, source: str, op: str,
-                  parse_operand: _Parser) -> tuple[_Node, int]:
+def _parse_binary(
+    tokens: list[str], pos: int, source: str, op: str, parse_operand: _Parser
+) -> tuple[_Node, int]:
     node, pos = parse_operand(tokens, pos, source)
     parts = [node]
     while pos < len(tokens) and tokens[pos].upper() == op:
@@ -178,8 +179,9 @@ def _parse_factor(tokens: list[str], pos: int, source: str) -> tuple[_Node, int]
 def _names(scopes: Iterable[str], what: str) -> Iterable[str]:
     # A str is an Iterable[str] of characters: "ads_read" would silently become 8 scopes.
     if isinstance(scopes, str | bytes):
-        raise TypeError(f"{what} must be an iterable of scope names, not a single string "
-                        f"(split {scopes!r} first)")
+        raise TypeError(
+            f"{what} must be an iterable of scope names, not a single string (split {scopes!r} first)"
+        )
     return scopes
 
 
@@ -191,8 +193,7 @@ def sanitize_scopes(
     Returns ``(kept, ignored)``; both are de-duplicated, ``ignored`` is sorted.
     """
     drop = {s.strip().lower() for s in _names(ignore, "ignore")}
-    prefixes = tuple(p.strip().lower() for p in _names(ignore_prefixes, "ignore_prefixes")
-                     if p.strip())
+    prefixes = tuple(p.strip().lower() for p in _names(ignore_prefixes, "ignore_prefixes") if p.strip())
     kept: list[str] = []
     ignored: set[str] = set()
     for raw in _names(scopes, "scopes"):

@@ -24,9 +24,7 @@ def default_data_dir() -> Path:
 class FrameworkSettings(BaseSettings):
     """Platform-wide settings (``ADCONNECT_*``)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ADCONNECT_", env_file=".env", extra="ignore", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="ADCONNECT_", env_file=".env", extra="ignore", frozen=True)
 
     database_url: SecretStr | None = Field(
         default=None,

@@ -67,22 +67,27 @@ def find_template() -> Path:
     for candidate in candidates:
         if (candidate / "pyproject.toml").is_file():
             return candidate
-    raise ConfigurationError("the plugin template is missing from this installation",
-                             hint=f"set {TEMPLATE_ENV} to a checkout's plugin_template/ directory")
+    raise ConfigurationError(
+        "the plugin template is missing from this installation",
+        hint=f"set {TEMPLATE_ENV} to a checkout's plugin_template/ directory",
+    )
 
 
-def render_plugin(provider_id: str, dest: Path, *, display_name: str | None = None,
-                  template: Path | None = None) -> list[Path]:
+def render_plugin(
+    provider_id: str, dest: Path, *, display_name: str | None = None, template: Path | None = None
+) -> list[Path]:
     """Render the template for ``provider_id`` into ``dest`` (which must not exist or be empty)."""
     if not re.match(PROVIDER_ID_PATTERN, provider_id) or len(provider_id) > 63:
         raise ConfigurationError(
             f"{provider_id!r} is not a valid provider id",
-            hint="use snake_case letters and digits, e.g. acme_ads; it is permanent")
+            hint="use snake_case letters and digits, e.g. acme_ads; it is permanent",
+        )
     if provider_id == "sample_ads":
         raise ConfigurationError("sample_ads is the template's own name; choose another")
     if dest.exists() and any(dest.iterdir()):
-        raise ConfigurationError(f"{dest} already exists and is not empty",
-                                 hint="choose another --dest or remove the directory")
+        raise ConfigurationError(
+            f"{dest} already exists and is not empty", hint="choose another --dest or remove the directory"
+        )
     source = template or find_template()
     pairs = PluginNames(provider_id).replacements(display_name)
     written: list[Path] = []

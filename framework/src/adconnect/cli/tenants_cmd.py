@@ -19,7 +19,9 @@ app = typer.Typer(help="Create and list tenants.", no_args_is_help=True)
 def create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Display name, e.g. 'Acme Corp'.")],
-    slug: Annotated[str | None, typer.Option(help="Short id used by --tenant (default: from the name).")] = None,
+    slug: Annotated[
+        str | None, typer.Option(help="Short id used by --tenant (default: from the name).")
+    ] = None,
 ) -> None:
     """Create a tenant."""
     tenant = create_tenant(state(ctx).database(), name, slug=slug)
@@ -28,14 +30,20 @@ def create(
 
 @app.command("list")
 @guarded
-def list_(ctx: typer.Context,
-          as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def list_(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+) -> None:
     """List tenants."""
     tenants = list_tenants(state(ctx).database())
     if as_json:
-        out.print_json(json.dumps([
-            {"id": str(t.id), "slug": t.slug, "name": t.name, "created_at": t.created_at.isoformat()}
-            for t in tenants]))
+        out.print_json(
+            json.dumps(
+                [
+                    {"id": str(t.id), "slug": t.slug, "name": t.name, "created_at": t.created_at.isoformat()}
+                    for t in tenants
+                ]
+            )
+        )
         return
     if not tenants:
         out.print("No tenants yet. `adconnect tenants create NAME` adds one.")

@@ -45,8 +45,14 @@ def describe_url(url: URL) -> str:
 class Database:
     """Engines and transactions for one adconnect database."""
 
-    def __init__(self, admin_url: URL, app_url: URL, *, embedded: EmbeddedPostgres | None = None,
-                 app_role: str = "adconnect_app") -> None:
+    def __init__(
+        self,
+        admin_url: URL,
+        app_url: URL,
+        *,
+        embedded: EmbeddedPostgres | None = None,
+        app_role: str = "adconnect_app",
+    ) -> None:
         self.admin_url = admin_url
         self.app_url = app_url
         self.app_role = app_url.username or app_role
@@ -134,14 +140,16 @@ class Database:
                 conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
                 conn.commit()
                 before = MigrationContext.configure(
-                    conn, opts={"version_table_schema": SCHEMA}).get_current_revision()
+                    conn, opts={"version_table_schema": SCHEMA}
+                ).get_current_revision()
                 conn.commit()
                 command.upgrade(self._alembic_config(conn), "head")
                 conn.commit()
                 ensure_app_role(conn, self)
                 conn.commit()
                 after = MigrationContext.configure(
-                    conn, opts={"version_table_schema": SCHEMA}).get_current_revision()
+                    conn, opts={"version_table_schema": SCHEMA}
+                ).get_current_revision()
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
                 conn.commit()
@@ -169,8 +177,10 @@ def _normalise(url: str) -> URL:
     if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if not parsed.drivername.startswith("postgresql"):
-        raise ConfigurationError(f"only PostgreSQL is supported, got {parsed.drivername!r}",
-                                 hint="set ADCONNECT_DATABASE_URL=postgresql://user@host/db")
+        raise ConfigurationError(
+            f"only PostgreSQL is supported, got {parsed.drivername!r}",
+            hint="set ADCONNECT_DATABASE_URL=postgresql://user@host/db",
+        )
     return parsed
 
 
@@ -183,8 +193,10 @@ def open_database(settings: FrameworkSettings, *, migrate: bool = False, **extra
         except Exception as exc:
             if isinstance(exc, ConfigurationError):
                 raise
-            raise ConfigurationError("ADCONNECT_DATABASE_URL is not a valid URL",
-                                     hint="use postgresql://user:password@host:5432/dbname") from None
+            raise ConfigurationError(
+                "ADCONNECT_DATABASE_URL is not a valid URL",
+                hint="use postgresql://user:password@host:5432/dbname",
+            ) from None
     else:
         embedded = EmbeddedPostgres(settings.embedded_pgdata)
         admin_url = embedded.start()

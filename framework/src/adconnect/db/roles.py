@@ -24,20 +24,23 @@ def _quote(conn: Connection, identifier: str) -> str:
 
 def ensure_app_role(conn: Connection, db: Database) -> None:
     role = _quote(conn, db.app_role)
-    exists = conn.execute(text("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = :r"),
-                          {"r": db.app_role}).first()
+    exists = conn.execute(
+        text("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = :r"), {"r": db.app_role}
+    ).first()
     if exists is None:
         password = db.app_url.password
         clause = ""
         if password:
             literal = conn.execute(text("SELECT quote_literal(:p)"), {"p": str(password)}).scalar_one()
             clause = f" PASSWORD {literal}"
-        conn.execute(text(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB "
-                          f"NOCREATEROLE{clause}"))
+        conn.execute(
+            text(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE{clause}")
+        )
     elif exists.rolsuper or exists.rolbypassrls:
         raise ConfigurationError(
             f"the application role {db.app_role!r} is a superuser or bypasses row-level security",
-            hint="use a plain role for ADCONNECT_APP_DATABASE_URL (NOSUPERUSER NOBYPASSRLS)")
+            hint="use a plain role for ADCONNECT_APP_DATABASE_URL (NOSUPERUSER NOBYPASSRLS)",
+        )
     database = _quote(conn, str(conn.execute(text("SELECT current_database()")).scalar_one()))
     for statement in (
         f"GRANT CONNECT ON DATABASE {database} TO {role}",

@@ -52,8 +52,9 @@ metadata = MetaData(
 
 
 def _ts(name: str, *, nullable: bool = False, default_now: bool = True) -> Column[object]:
-    return Column(name, DateTime(timezone=True), nullable=nullable,
-                  server_default=func.now() if default_now else None)
+    return Column(
+        name, DateTime(timezone=True), nullable=nullable, server_default=func.now() if default_now else None
+    )
 
 
 def _uuid_pk() -> Column[object]:
@@ -61,20 +62,30 @@ def _uuid_pk() -> Column[object]:
 
 
 def _tenant_fk() -> Column[object]:
-    return Column("tenant_id", UUID(as_uuid=True),
-                  ForeignKey(f"{SCHEMA}.tenants.id", ondelete="CASCADE"), nullable=False, index=True)
+    return Column(
+        "tenant_id",
+        UUID(as_uuid=True),
+        ForeignKey(f"{SCHEMA}.tenants.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    )
 
 
 def _connection_fk(*, nullable: bool = False) -> Column[object]:
-    return Column("connection_id", UUID(as_uuid=True),
-                  ForeignKey(f"{SCHEMA}.connections.id", ondelete="CASCADE"), nullable=nullable,
-                  index=True)
+    return Column(
+        "connection_id",
+        UUID(as_uuid=True),
+        ForeignKey(f"{SCHEMA}.connections.id", ondelete="CASCADE"),
+        nullable=nullable,
+        index=True,
+    )
 
 
 # --- platform tables -----------------------------------------------------------------------
 
 tenants = Table(
-    "tenants", metadata,
+    "tenants",
+    metadata,
     _uuid_pk(),
     Column("slug", Text, nullable=False, unique=True),
     Column("name", Text, nullable=False, unique=True),
@@ -83,7 +94,8 @@ tenants = Table(
 )
 
 metric_registry = Table(
-    "metric_registry", metadata,
+    "metric_registry",
+    metadata,
     Column("metric_id", Text, primary_key=True),
     Column("provider_id", Text, nullable=False, index=True),
     Column("level", Text, nullable=False),
@@ -102,7 +114,8 @@ metric_registry = Table(
 )
 
 runner_heartbeats = Table(
-    "runner_heartbeats", metadata,
+    "runner_heartbeats",
+    metadata,
     Column("instance_id", Text, primary_key=True),
     Column("hostname", Text, nullable=False),
     Column("pid", Integer, nullable=False),
@@ -114,7 +127,8 @@ runner_heartbeats = Table(
 # --- tenant tables -------------------------------------------------------------------------
 
 users = Table(
-    "users", metadata,
+    "users",
+    metadata,
     _uuid_pk(),
     _tenant_fk(),
     Column("email", Text, nullable=False),
@@ -126,7 +140,8 @@ users = Table(
 )
 
 provider_enablements = Table(
-    "provider_enablements", metadata,
+    "provider_enablements",
+    metadata,
     _tenant_fk(),
     Column("provider_id", Text, nullable=False),
     Column("enabled", Boolean, nullable=False),
@@ -136,7 +151,8 @@ provider_enablements = Table(
 )
 
 connections = Table(
-    "connections", metadata,
+    "connections",
+    metadata,
     _uuid_pk(),
     _tenant_fk(),
     Column("provider_id", Text, nullable=False),
@@ -155,11 +171,13 @@ connections = Table(
     _ts("updated_at"),
     UniqueConstraint("tenant_id", "provider_id", "name"),
     CheckConstraint(
-        "status in ('pending', 'active', 'needs_reauth', 'paused', 'disconnected')", name="status"),
+        "status in ('pending', 'active', 'needs_reauth', 'paused', 'disconnected')", name="status"
+    ),
 )
 
 tenant_keys = Table(
-    "tenant_keys", metadata,
+    "tenant_keys",
+    metadata,
     _tenant_fk(),
     Column("version", Integer, nullable=False),
     Column("master_key_id", Text, nullable=False),
@@ -171,7 +189,8 @@ tenant_keys = Table(
 )
 
 credentials = Table(
-    "credentials", metadata,
+    "credentials",
+    metadata,
     _tenant_fk(),
     _connection_fk(),
     Column("field", Text, nullable=False),
@@ -180,12 +199,14 @@ credentials = Table(
     Column("ciphertext", LargeBinary, nullable=False),
     _ts("updated_at"),
     PrimaryKeyConstraint("connection_id", "field"),
-    ForeignKeyConstraint(["tenant_id", "key_version"],
-                         [f"{SCHEMA}.tenant_keys.tenant_id", f"{SCHEMA}.tenant_keys.version"]),
+    ForeignKeyConstraint(
+        ["tenant_id", "key_version"], [f"{SCHEMA}.tenant_keys.tenant_id", f"{SCHEMA}.tenant_keys.version"]
+    ),
 )
 
 oauth_states = Table(
-    "oauth_states", metadata,
+    "oauth_states",
+    metadata,
     Column("nonce", Text, primary_key=True),
     _tenant_fk(),
     Column("provider_id", Text, nullable=False),
@@ -198,7 +219,8 @@ oauth_states = Table(
 )
 
 schedules = Table(
-    "schedules", metadata,
+    "schedules",
+    metadata,
     _uuid_pk(),
     _tenant_fk(),
     _connection_fk(nullable=True),
@@ -209,12 +231,12 @@ schedules = Table(
     Column("streams", ARRAY(Text)),
     Column("enabled", Boolean, nullable=False, server_default=text("true")),
     _ts("updated_at"),
-    UniqueConstraint("tenant_id", "provider_id", "connection_id", "name",
-                     postgresql_nulls_not_distinct=True),
+    UniqueConstraint("tenant_id", "provider_id", "connection_id", "name", postgresql_nulls_not_distinct=True),
 )
 
 sync_runs = Table(
-    "sync_runs", metadata,
+    "sync_runs",
+    metadata,
     _uuid_pk(),
     _tenant_fk(),
     _connection_fk(),
@@ -235,13 +257,14 @@ sync_runs = Table(
     Column("error_class", Text),
     Column("error_message", Text),
     CheckConstraint(
-        "status in ('queued', 'running', 'succeeded', 'failed', 'partial', 'cancelled')",
-        name="status"),
+        "status in ('queued', 'running', 'succeeded', 'failed', 'partial', 'cancelled')", name="status"
+    ),
     Index(None, "tenant_id", "started_at"),
 )
 
 stream_states = Table(
-    "stream_states", metadata,
+    "stream_states",
+    metadata,
     _tenant_fk(),
     _connection_fk(),
     Column("stream", Text, nullable=False),
@@ -251,12 +274,12 @@ stream_states = Table(
 )
 
 api_error_log = Table(
-    "api_error_log", metadata,
+    "api_error_log",
+    metadata,
     Column("id", BigInteger, Identity(), primary_key=True),
     _tenant_fk(),
     Column("provider_id", Text, nullable=False),
-    Column("connection_id", UUID(as_uuid=True),
-           ForeignKey(f"{SCHEMA}.connections.id", ondelete="SET NULL")),
+    Column("connection_id", UUID(as_uuid=True), ForeignKey(f"{SCHEMA}.connections.id", ondelete="SET NULL")),
     Column("run_id", UUID(as_uuid=True)),
     Column("endpoint", Text),
     Column("account_id", Text),

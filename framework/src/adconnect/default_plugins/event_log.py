@@ -14,8 +14,12 @@ log = logging.getLogger("adconnect.events")
 def adconnect_sync_started(event: SyncStarted) -> None:
     log.info(
         "sync started run=%s tenant=%s provider=%s stream=%s window=%s..%s",
-        event.run_id, event.connection.tenant_id, event.connection.provider_id, event.stream,
-        event.window.start.isoformat(), event.window.end.isoformat(),
+        event.run_id,
+        event.connection.tenant_id,
+        event.connection.provider_id,
+        event.stream,
+        event.window.start.isoformat(),
+        event.window.end.isoformat(),
     )
 
 
@@ -25,6 +29,11 @@ def adconnect_sync_finished(event: SyncFinished) -> None:
     log.log(
         level,
         "sync %s run=%s tenant=%s provider=%s stream=%s records=%d error=%s",
-        event.status, event.run_id, event.connection.tenant_id, event.connection.provider_id,
-        event.stream, event.records_read, event.error_class or "-",
+        event.status,
+        event.run_id,
+        event.connection.tenant_id,
+        event.connection.provider_id,
+        event.stream,
+        event.records_read,
+        event.error_class or "-",
     )

@@ -127,24 +127,28 @@ class ProviderContract:
     @pytest.fixture
     def tenant_id(self, adconnect_db: Database) -> UUID:
         with adconnect_db.platform() as conn:
-            return conn.execute(insert(tenants).values(name="Contract Tenant", slug="contract-tenant")
-                                .returning(tenants.c.id)).scalar_one()
+            tenant: UUID = conn.execute(
+                insert(tenants).values(name="Contract Tenant", slug="contract-tenant").returning(tenants.c.id)
+            ).scalar_one()
+        return tenant
 
     @pytest.fixture
     def service(self, adconnect_db: Database, host: PluginHost) -> ConnectionService:
         return ConnectionService.create(adconnect_db, host, MasterKeyring([generate_key()]))
 
     @pytest.fixture
-    def connected(self, service: ConnectionService, emulator: Emulator, tenant_id: UUID, pid: str
-                  ) -> tuple[ConnectionRef, TokenSet]:
+    def connected(
+        self, service: ConnectionService, emulator: Emulator, tenant_id: UUID, pid: str
+    ) -> tuple[ConnectionRef, TokenSet]:
         """A connection authorised through the whole framework flow, its token from the vault."""
         info = service.host.info(pid)
         if Capability.OAUTH not in info.capabilities:
             pytest.skip("the provider does not use OAuth")
         start = service.start_authorization(tenant_id, pid, redirect_uri=self.redirect_uri, flow=self.flow)
         code = self.authorize(emulator, start.url)
-        result = service.complete_authorization(provider_id=pid, state=start.state, code=code,
-                                                redirect_uri=self.redirect_uri, flow=self.flow)
+        result = service.complete_authorization(
+            provider_id=pid, state=start.state, code=code, redirect_uri=self.redirect_uri, flow=self.flow
+        )
         token = service.token(tenant_id, result.connection.id)
         assert token is not None
         assets = service.host.discover_assets(pid, token)
@@ -177,14 +181,15 @@ class ProviderContract:
     def test_installed_entry_point_loads_this_provider(self) -> None:
         if self.entry_point is None:
             pytest.skip("entry_point not set")
-        (ep,) = [e for e in md.entry_points(group="adconnect") if e.name == self.entry_point] or [None]
-        assert ep is not None, f"no entry point {self.entry_point!r} in group 'adconnect': pip install -e it"
-        assert ep.load() is self.provider_class
+        found = [e for e in md.entry_points(group="adconnect") if e.name == self.entry_point]
+        assert found, f"no entry point {self.entry_point!r} in group 'adconnect': pip install -e it"
+        assert [e.load() for e in found] == [self.provider_class]
 
     # --- OAuth and scopes ------------------------------------------------------------------
 
-    def test_oauth_round_trip(self, service: ConnectionService, connected: tuple[ConnectionRef, TokenSet],
-                              pid: str) -> None:
+    def test_oauth_round_trip(
+        self, service: ConnectionService, connected: tuple[ConnectionRef, TokenSet], pid: str
+    ) -> None:
         ref, token = connected
         record = service.get(ref.tenant_id, ref.connection_id)
         assert record.status == "active", record.status_reason
@@ -193,26 +198,38 @@ class ProviderContract:
             refreshed = service.host.refresh_token(pid, token)
             assert refreshed is not None and refreshed.access_token.get_secret_value()
 
-    def test_state_is_single_use(self, service: ConnectionService, emulator: Emulator, tenant_id: UUID,
-                                 pid: str, connected: tuple[ConnectionRef, TokenSet]) -> None:
+    def test_state_is_single_use(
+        self,
+        service: ConnectionService,
+        emulator: Emulator,
+        tenant_id: UUID,
+        pid: str,
+        connected: tuple[ConnectionRef, TokenSet],
+    ) -> None:
         start = service.start_authorization(tenant_id, pid, redirect_uri=self.redirect_uri, flow=self.flow)
         code = self.authorize(emulator, start.url)
-        service.complete_authorization(provider_id=pid, state=start.state, code=code,
-                                       redirect_uri=self.redirect_uri, flow=self.flow)
+        service.complete_authorization(
+            provider_id=pid, state=start.state, code=code, redirect_uri=self.redirect_uri, flow=self.flow
+        )
         with pytest.raises(AdconnectError) as replay:
-            service.complete_authorization(provider_id=pid, state=start.state, code=code,
-                                           redirect_uri=self.redirect_uri, flow=self.flow)
+            service.complete_authorization(
+                provider_id=pid, state=start.state, code=code, redirect_uri=self.redirect_uri, flow=self.flow
+            )
         assert replay.value.code == "replayed_oauth_state"
 
-    def test_scope_validation(self, host: PluginHost, pid: str, connected: tuple[ConnectionRef, TokenSet]) -> None:
+    def test_scope_validation(
+        self, host: PluginHost, pid: str, connected: tuple[ConnectionRef, TokenSet]
+    ) -> None:
         _, token = connected
         report = host.validate_credential(pid, token, self.flow)
         assert report.usable, report.missing_scopes
         requirement = host.required_scopes(pid, self.flow)
         if requirement is not None:
             assert requirement.check(report.granted_scopes).satisfied
-            assert host.validate_credential(
-                pid, token.model_copy(update={"scopes": frozenset()}), self.flow) is not None
+            assert (
+                host.validate_credential(pid, token.model_copy(update={"scopes": frozenset()}), self.flow)
+                is not None
+            )
 
     def test_discovery(self, host: PluginHost, pid: str, connected: tuple[ConnectionRef, TokenSet]) -> None:
         _, token = connected
@@ -224,13 +241,22 @@ class ProviderContract:
 
     # --- sync ------------------------------------------------------------------------------
 
-    def _read(self, host: PluginHost, pid: str, ref: ConnectionRef, token: TokenSet, spec: StreamSpec,
-              window: SyncWindow, state: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    def _read(
+        self,
+        host: PluginHost,
+        pid: str,
+        ref: ConnectionRef,
+        token: TokenSet,
+        spec: StreamSpec,
+        window: SyncWindow,
+        state: dict[str, Any] | None = None,
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         records: list[dict[str, Any]] = []
         last_state: dict[str, Any] | None = None
         pending = 0
-        for message in host.read_stream(pid, ReadRequest(connection=ref, stream=spec.name, window=window,
-                                                         state=state, token=token)):
+        for message in host.read_stream(
+            pid, ReadRequest(connection=ref, stream=spec.name, window=window, state=state, token=token)
+        ):
             if isinstance(message, RecordBatch):
                 assert message.stream == spec.name
                 records.extend(spec.record_model.model_validate(r).model_dump() for r in message.records)
@@ -245,8 +271,9 @@ class ProviderContract:
     def _keyed(spec: StreamSpec, records: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
         return {tuple(r[k] for k in spec.primary_key): r for r in records}
 
-    def test_read_every_stream_from_empty_state(self, host: PluginHost, pid: str,
-                                                connected: tuple[ConnectionRef, TokenSet]) -> None:
+    def test_read_every_stream_from_empty_state(
+        self, host: PluginHost, pid: str, connected: tuple[ConnectionRef, TokenSet]
+    ) -> None:
         ref, token = connected
         for spec in host.streams(pid):
             records, state = self._read(host, pid, ref, token, spec, self.sync_window())
@@ -255,20 +282,24 @@ class ProviderContract:
             keyed = self._keyed(spec, records)
             assert keyed, spec.name
 
-    def test_incremental_resume_equals_one_read(self, host: PluginHost, pid: str,
-                                                connected: tuple[ConnectionRef, TokenSet]) -> None:
+    def test_incremental_resume_equals_one_read(
+        self, host: PluginHost, pid: str, connected: tuple[ConnectionRef, TokenSet]
+    ) -> None:
         ref, token = connected
         window = self.sync_window()
         middle = window.start + (window.end - window.start) / 2
         for spec in host.streams(pid):
             whole = self._keyed(spec, self._read(host, pid, ref, token, spec, window)[0])
             first, state = self._read(host, pid, ref, token, spec, SyncWindow(start=window.start, end=middle))
-            second, _ = self._read(host, pid, ref, token, spec, SyncWindow(start=middle, end=window.end), state)
+            second, _ = self._read(
+                host, pid, ref, token, spec, SyncWindow(start=middle, end=window.end), state
+            )
             resumed = self._keyed(spec, first) | self._keyed(spec, second)
             assert resumed == whole, f"{spec.name}: resuming from state loses or changes records"
 
-    def test_lookback_reread_is_idempotent(self, host: PluginHost, pid: str,
-                                           connected: tuple[ConnectionRef, TokenSet]) -> None:
+    def test_lookback_reread_is_idempotent(
+        self, host: PluginHost, pid: str, connected: tuple[ConnectionRef, TokenSet]
+    ) -> None:
         ref, token = connected
         for spec in host.streams(pid):
             once, state = self._read(host, pid, ref, token, spec, self.sync_window())
@@ -277,8 +308,9 @@ class ProviderContract:
 
     # --- errors and secrets ----------------------------------------------------------------
 
-    def test_provider_errors_are_classified(self, host: PluginHost, pid: str, emulator: Emulator,
-                                            connected: tuple[ConnectionRef, TokenSet]) -> None:
+    def test_provider_errors_are_classified(
+        self, host: PluginHost, pid: str, emulator: Emulator, connected: tuple[ConnectionRef, TokenSet]
+    ) -> None:
         if not self.data_routes:
             pytest.skip("data_routes not declared")
         ref, token = connected
@@ -290,8 +322,15 @@ class ProviderContract:
                 self._read(host, pid, ref, token, spec, self.sync_window())
             emulator.clear_faults()
 
-    def test_secrets_never_leak(self, host: PluginHost, pid: str, emulator: Emulator, settings: BaseSettings,
-                                connected: tuple[ConnectionRef, TokenSet], caplog: pytest.LogCaptureFixture) -> None:
+    def test_secrets_never_leak(
+        self,
+        host: PluginHost,
+        pid: str,
+        emulator: Emulator,
+        settings: BaseSettings,
+        connected: tuple[ConnectionRef, TokenSet],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
         caplog.set_level(logging.DEBUG)
         ref, token = connected
         seen: list[str] = [repr(token), str(token), repr(settings), str(ref)]

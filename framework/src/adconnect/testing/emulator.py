@@ -133,8 +133,9 @@ class Emulator:
         with self._lock:
             if any(r.method == method and r.template == template for r in self._routes):
                 raise ValueError(f"route {method} {template} is declared twice")
-            self._routes.append(RouteEntry(method, template, compile_template(template), handler,
-                                       len(self._routes)))
+            self._routes.append(
+                RouteEntry(method, template, compile_template(template), handler, len(self._routes))
+            )
             self._routes.sort(key=lambda r: r.rank)
 
     def mount(self, component: _C) -> _C:
@@ -167,9 +168,18 @@ class Emulator:
 
     # --- faults, counters, reset -----------------------------------------------------------
 
-    def inject(self, route: str, *, status: int | None = None, json: Any = None,
-               body: bytes | str | None = None, headers: Mapping[str, str] | None = None,
-               delay: float = 0.0, drop_connection: bool = False, times: int | None = 1) -> Fault:
+    def inject(
+        self,
+        route: str,
+        *,
+        status: int | None = None,
+        json: Any = None,
+        body: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        delay: float = 0.0,
+        drop_connection: bool = False,
+        times: int | None = 1,
+    ) -> Fault:
         """Queue a fault for ``route`` (``"METHOD /template"`` as declared).
 
         Faults of one route are consumed first in, first out; each applies to ``times``
@@ -186,8 +196,15 @@ class Emulator:
             raise ValueError("times must be at least 1 (or None for forever)")
         if delay < 0:
             raise ValueError("delay must not be negative")
-        fault = Fault(status=status, json=json, body=body, headers=dict(headers or {}),
-                      delay=delay, drop_connection=drop_connection, remaining=times)
+        fault = Fault(
+            status=status,
+            json=json,
+            body=body,
+            headers=dict(headers or {}),
+            delay=delay,
+            drop_connection=drop_connection,
+            remaining=times,
+        )
         with self._lock:
             self._faults.setdefault(key, deque()).append(fault)
         return fault
@@ -239,17 +256,24 @@ class Emulator:
 
     # --- serving ---------------------------------------------------------------------------
 
-    def dispatch(self, method: str, raw_path: str, headers: Mapping[str, str],
-                 body: bytes) -> Response | None:
+    def dispatch(
+        self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes
+    ) -> Response | None:
         """Answer one request; ``None`` means: close the connection without answering."""
         split = urlsplit(raw_path)
         found, params, allowed = self._match(method, split.path)
         query = parse_qs(split.query, keep_blank_values=True)
-        request = Request(method=method, path=split.path,
-                          route=found.template if found else None, path_params=params,
-                          query={k: v[0] for k, v in query.items()}, query_lists=query,
-                          headers={k.lower(): v for k, v in headers.items()}, body=body,
-                          received_at=time.time())
+        request = Request(
+            method=method,
+            path=split.path,
+            route=found.template if found else None,
+            path_params=params,
+            query={k: v[0] for k, v in query.items()},
+            query_lists=query,
+            headers={k.lower(): v for k, v in headers.items()},
+            body=body,
+            received_at=time.time(),
+        )
         key = found.key if found else f"{method} {split.path}"
         with self._lock:
             self._calls[key] += 1
@@ -262,8 +286,12 @@ class Emulator:
             if fault.drop_connection:
                 return None
             if fault.replaces_response:
-                return Response(status=fault.status or 200, json=fault.json, body=fault.body,
-                                headers=dict(fault.headers or {}))
+                return Response(
+                    status=fault.status or 200,
+                    json=fault.json,
+                    body=fault.body,
+                    headers=dict(fault.headers or {}),
+                )
         response = self._answer(found, request, allowed)
         if fault is not None and fault.headers:
             response.headers = {**(response.headers or {}), **fault.headers}
@@ -272,11 +300,19 @@ class Emulator:
     def _answer(self, found: RouteEntry | None, request: Request, allowed: list[str]) -> Response:
         if found is None:
             if allowed:
-                return Response(status=405, json={"error": {
-                    "message": f"{request.method} not allowed on {request.path}",
-                    "type": "MethodNotAllowed"}}, headers={"Allow": ", ".join(allowed)})
-            return Response(status=404, json={"error": {
-                "message": f"unknown path {request.path}", "type": "NotFound"}})
+                return Response(
+                    status=405,
+                    json={
+                        "error": {
+                            "message": f"{request.method} not allowed on {request.path}",
+                            "type": "MethodNotAllowed",
+                        }
+                    },
+                    headers={"Allow": ", ".join(allowed)},
+                )
+            return Response(
+                status=404, json={"error": {"message": f"unknown path {request.path}", "type": "NotFound"}}
+            )
         try:
             with self.handler_lock:
                 result = found.handler(request)
@@ -284,9 +320,15 @@ class Emulator:
             return abort.response
         except Exception as exc:
             log.exception("%s handler for %s failed", type(self).__name__, found.key)
-            return Response(status=500, json={"error": {
-                "message": f"emulator handler failed: {type(exc).__name__}",
-                "type": "EmulatorError"}})
+            return Response(
+                status=500,
+                json={
+                    "error": {
+                        "message": f"emulator handler failed: {type(exc).__name__}",
+                        "type": "EmulatorError",
+                    }
+                },
+            )
         return result if isinstance(result, Response) else Response(json=dict(result))
 
     @property
@@ -302,8 +344,12 @@ class Emulator:
         if self._server is not None:
             return self
         server = EmulatorServer((self.host, self.port), handler_class(self.dispatch))
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                  name=f"{type(self).__name__}-http", daemon=True)
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"{type(self).__name__}-http",
+            daemon=True,
+        )
         thread.start()
         self._server, self._thread = server, thread
         return self
@@ -322,6 +368,7 @@ class Emulator:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

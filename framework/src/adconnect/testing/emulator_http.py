@@ -77,8 +77,7 @@ class Request:
         try:
             return jsonlib.loads(self.body or b"null")
         except ValueError:
-            raise Abort(400, {"error": {"message": "body is not JSON", "type": "BadRequest"}}
-                        ) from None
+            raise Abort(400, {"error": {"message": "body is not JSON", "type": "BadRequest"}}) from None
 
     def form_lists(self) -> dict[str, list[str]]:
         """The body parsed as ``application/x-www-form-urlencoded``, every value kept."""
@@ -144,11 +143,18 @@ class Response:
 class Abort(Exception):
     """Raise inside a handler to answer with this response instead."""
 
-    def __init__(self, status: int, json: Any = None, *, body: bytes | str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        json: Any = None,
+        *,
+        body: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(status)
-        self.response = Response(status=status, json=json, body=body,
-                                 headers=dict(headers) if headers else None)
+        self.response = Response(
+            status=status, json=json, body=body, headers=dict(headers) if headers else None
+        )
 
 
 #: What an emulator handler is: a request in, a response (or a JSON mapping) out.
@@ -198,7 +204,7 @@ def compile_template(template: str) -> re.Pattern[str]:
     parts: list[str] = []
     pos = 0
     for match in _PARAM.finditer(template):
-        parts.append(re.escape(template[pos:match.start()]))
+        parts.append(re.escape(template[pos : match.start()]))
         parts.append(f"(?P<{match.group(1)}>{'.+' if match.group(2) else '[^/]+'})")
         pos = match.end()
     parts.append(re.escape(template[pos:]))

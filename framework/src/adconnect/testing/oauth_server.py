@@ -77,8 +77,11 @@ def s256(verifier: str) -> str:
 
 
 def _error(status: int, error: str, description: str, **headers: str) -> Response:
-    return Response(status=status, json={"error": error, "error_description": description},
-                    headers={**_NO_STORE, **headers})
+    return Response(
+        status=status,
+        json={"error": error, "error_description": description},
+        headers={**_NO_STORE, **headers},
+    )
 
 
 class OAuthServer:
@@ -89,19 +92,29 @@ class OAuthServer:
     :param clock: seconds since the epoch; inject one to expire codes and tokens.
     """
 
-    def __init__(self, *, client_id: str = "adconnect-test-client",
-                 client_secret: str = "adconnect-test-secret-0123456789",  # noqa: S107
-                 redirect_uris: Iterable[str] = ("http://127.0.0.1:8765/oauth/callback",),
-                 granted_scopes: Iterable[str] | None = None, scope_separator: str = " ",
-                 prefix: str = "/oauth", authorize_path: str = "/authorize",
-                 token_path: str = "/token", revoke_path: str = "/revoke",  # noqa: S107
-                 token_methods: Iterable[str] = ("POST",),
-                 access_token_ttl: int = 3600, code_ttl: float = 60.0,
-                 issue_refresh_tokens: bool = True, rotate_refresh_tokens: bool = False,
-                 require_pkce: bool = False,
-                 auth_methods: Iterable[str] = ("client_secret_basic", "client_secret_post"),
-                 subject: str = "emulated-user-1", approve: bool = True,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        client_id: str = "adconnect-test-client",
+        client_secret: str = "adconnect-test-secret-0123456789",  # noqa: S107
+        redirect_uris: Iterable[str] = ("http://127.0.0.1:8765/oauth/callback",),
+        granted_scopes: Iterable[str] | None = None,
+        scope_separator: str = " ",
+        prefix: str = "/oauth",
+        authorize_path: str = "/authorize",
+        token_path: str = "/token",  # noqa: S107 - a URL path, not a password
+        revoke_path: str = "/revoke",
+        token_methods: Iterable[str] = ("POST",),
+        access_token_ttl: int = 3600,
+        code_ttl: float = 60.0,
+        issue_refresh_tokens: bool = True,
+        rotate_refresh_tokens: bool = False,
+        require_pkce: bool = False,
+        auth_methods: Iterable[str] = ("client_secret_basic", "client_secret_post"),
+        subject: str = "emulated-user-1",
+        approve: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         self.redirect_uris = tuple(redirect_uris)
@@ -190,8 +203,9 @@ class OAuthServer:
         with self._lock:
             now = self.clock()
             for token, info in self._access.items():
-                self._access[token] = TokenInfo(info.client_id, info.subject, info.scopes,
-                                                min(info.expires_at, now), info.grant_id)
+                self._access[token] = TokenInfo(
+                    info.client_id, info.subject, info.scopes, min(info.expires_at, now), info.grant_id
+                )
 
     def revoke_all(self) -> None:
         """Revoke every grant, as a user removing the app would."""
@@ -228,9 +242,12 @@ class OAuthServer:
         code = secrets.token_urlsafe(32)
         with self._lock:
             self._codes[code] = _Code(
-                client_id=self.client_id, redirect_uri=redirect_uri,
+                client_id=self.client_id,
+                redirect_uri=redirect_uri,
                 scopes=self.granted_scopes if self.granted_scopes is not None else requested,
-                challenge=challenge, expires_at=self.clock() + self.code_ttl)
+                challenge=challenge,
+                expires_at=self.clock() + self.code_ttl,
+            )
         return self._redirect(redirect_uri, {"code": code, **extra})
 
     def token(self, request: Request) -> Response:
@@ -279,13 +296,21 @@ class OAuthServer:
         if basic is not None:
             method, (client_id, secret) = "client_secret_basic", basic
         elif "client_secret" in form:
-            method, client_id, secret = ("client_secret_post", form.get("client_id", ""),
-                                         form["client_secret"])
+            method, client_id, secret = (
+                "client_secret_post",
+                form.get("client_id", ""),
+                form["client_secret"],
+            )
         else:
-            return _error(401, "invalid_client", "client authentication required",
-                          **{"WWW-Authenticate": 'Basic realm="emulator"'})
+            return _error(
+                401,
+                "invalid_client",
+                "client authentication required",
+                **{"WWW-Authenticate": 'Basic realm="emulator"'},
+            )
         known = client_id == self.client_id and hmac.compare_digest(
-            secret.encode(), self.client_secret.encode())
+            secret.encode(), self.client_secret.encode()
+        )
         if method not in self.auth_methods or not known:
             challenge = {"WWW-Authenticate": 'Basic realm="emulator"'} if basic else {}
             return _error(401, "invalid_client", "client authentication failed", **challenge)
@@ -319,8 +344,9 @@ class OAuthServer:
                 return _error(400, "invalid_grant", "PKCE verification failed")
         grant = self._new_grant(client_id, record.scopes)
         record.grant_id = grant.grant_id
-        return Response(json=self._issue(grant, with_refresh=self.issue_refresh_tokens),
-                        headers=dict(_NO_STORE))
+        return Response(
+            json=self._issue(grant, with_refresh=self.issue_refresh_tokens), headers=dict(_NO_STORE)
+        )
 
     def _refresh_grant(self, client_id: str, form: dict[str, str]) -> Response:
         token = form.get("refresh_token")
@@ -335,23 +361,34 @@ class OAuthServer:
         asked = [s for s in form.get("scope", "").split(self.scope_separator) if s.strip()]
         if not set(asked) <= set(grant.scopes):
             return _error(400, "invalid_scope", "scope exceeds the original grant")
-        return Response(json=self._issue(grant, with_refresh=self.rotate_refresh_tokens,
-                                         scopes=tuple(asked) or None), headers=dict(_NO_STORE))
+        return Response(
+            json=self._issue(grant, with_refresh=self.rotate_refresh_tokens, scopes=tuple(asked) or None),
+            headers=dict(_NO_STORE),
+        )
 
     def _new_grant(self, client_id: str, scopes: tuple[str, ...]) -> _Grant:
         grant = _Grant(grant_id=secrets.token_hex(8), client_id=client_id, scopes=scopes)
         self._grants[grant.grant_id] = grant
         return grant
 
-    def _issue(self, grant: _Grant, *, with_refresh: bool,
-               scopes: tuple[str, ...] | None = None) -> dict[str, Any]:
+    def _issue(
+        self, grant: _Grant, *, with_refresh: bool, scopes: tuple[str, ...] | None = None
+    ) -> dict[str, Any]:
         scopes = scopes or grant.scopes
         access = secrets.token_urlsafe(32)
-        self._access[access] = TokenInfo(grant.client_id, self.subject, frozenset(scopes),
-                                         self.clock() + self.access_token_ttl, grant.grant_id)
-        body: dict[str, Any] = {"access_token": access, "token_type": "Bearer",
-                                "expires_in": self.access_token_ttl,
-                                "scope": self.scope_separator.join(scopes)}
+        self._access[access] = TokenInfo(
+            grant.client_id,
+            self.subject,
+            frozenset(scopes),
+            self.clock() + self.access_token_ttl,
+            grant.grant_id,
+        )
+        body: dict[str, Any] = {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": self.access_token_ttl,
+            "scope": self.scope_separator.join(scopes),
+        }
         if with_refresh:
             refresh = secrets.token_urlsafe(48)
             grant.refresh_token = refresh
@@ -366,8 +403,7 @@ class OAuthEmulator(Emulator):
     Keyword arguments other than ``seed``, ``host`` and ``port`` configure the server.
     """
 
-    def __init__(self, seed: int = 0, host: str = "127.0.0.1", port: int = 0,
-                 **oauth: Any) -> None:
+    def __init__(self, seed: int = 0, host: str = "127.0.0.1", port: int = 0, **oauth: Any) -> None:
         super().__init__(seed=seed, host=host, port=port)
         self.oauth = self.mount(OAuthServer(**oauth))
 

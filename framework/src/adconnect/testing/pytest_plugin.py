@@ -47,7 +47,9 @@ def adconnect_master_key() -> str:
 
 
 @pytest.fixture
-def adconnect_settings(adconnect_db: Database, tmp_path: Path, adconnect_master_key: str) -> FrameworkSettings:
+def adconnect_settings(
+    adconnect_db: Database, tmp_path: Path, adconnect_master_key: str
+) -> FrameworkSettings:
     return FrameworkSettings(
         database_url=_admin_url(adconnect_db),
         data_dir=tmp_path / "data",
@@ -56,7 +58,9 @@ def adconnect_settings(adconnect_db: Database, tmp_path: Path, adconnect_master_
 
 
 @pytest.fixture
-def adconnect_env(adconnect_settings: FrameworkSettings, monkeypatch: pytest.MonkeyPatch) -> FrameworkSettings:
+def adconnect_env(
+    adconnect_settings: FrameworkSettings, monkeypatch: pytest.MonkeyPatch
+) -> FrameworkSettings:
     for name in list(os.environ):
         if name.startswith("ADCONNECT_") and name != "ADCONNECT_TEST_DATABASE_URL":
             monkeypatch.delenv(name)

@@ -20,37 +20,55 @@ depends_on = None
 
 S = "adconnect"
 TENANT_TABLES = (
-    "users", "provider_enablements", "connections", "tenant_keys", "credentials", "oauth_states",
-    "schedules", "sync_runs", "stream_states", "api_error_log",
+    "users",
+    "provider_enablements",
+    "connections",
+    "tenant_keys",
+    "credentials",
+    "oauth_states",
+    "schedules",
+    "sync_runs",
+    "stream_states",
+    "api_error_log",
 )
 
 
 def _ts(name: str, *, nullable: bool = False, now: bool = True) -> sa.Column:
-    return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable,
-                     server_default=sa.func.now() if now else None)
+    return sa.Column(
+        name, sa.DateTime(timezone=True), nullable=nullable, server_default=sa.func.now() if now else None
+    )
 
 
 def _tenant() -> sa.Column:
-    return sa.Column("tenant_id", pg.UUID(as_uuid=True),
-                     sa.ForeignKey(f"{S}.tenants.id", ondelete="CASCADE",
-                                   name=None), nullable=False)
+    return sa.Column(
+        "tenant_id",
+        pg.UUID(as_uuid=True),
+        sa.ForeignKey(f"{S}.tenants.id", ondelete="CASCADE", name=None),
+        nullable=False,
+    )
 
 
 def _connection(nullable: bool = False) -> sa.Column:
-    return sa.Column("connection_id", pg.UUID(as_uuid=True),
-                     sa.ForeignKey(f"{S}.connections.id", ondelete="CASCADE"), nullable=nullable)
+    return sa.Column(
+        "connection_id",
+        pg.UUID(as_uuid=True),
+        sa.ForeignKey(f"{S}.connections.id", ondelete="CASCADE"),
+        nullable=nullable,
+    )
 
 
 def _id() -> sa.Column:
-    return sa.Column("id", pg.UUID(as_uuid=True), primary_key=True,
-                     server_default=sa.text("gen_random_uuid()"))
+    return sa.Column(
+        "id", pg.UUID(as_uuid=True), primary_key=True, server_default=sa.text("gen_random_uuid()")
+    )
 
 
 def upgrade() -> None:
     op.execute(sa.text(CURRENT_TENANT_FUNCTION))
 
     op.create_table(
-        "tenants", _id(),
+        "tenants",
+        _id(),
         sa.Column("slug", sa.Text, nullable=False),
         sa.Column("name", sa.Text, nullable=False),
         _ts("created_at"),
@@ -75,8 +93,9 @@ def upgrade() -> None:
         sa.Column("supports_breakdowns", sa.Boolean, nullable=False, server_default=sa.text("false")),
         sa.Column("status_reason", sa.Text),
         _ts("updated_at"),
-        sa.CheckConstraint("status in ('active', 'deprecated', 'invalid', 'unknown')",
-                           name="ck_metric_registry_status"),
+        sa.CheckConstraint(
+            "status in ('active', 'deprecated', 'invalid', 'unknown')", name="ck_metric_registry_status"
+        ),
         schema=S,
     )
     op.create_index("ix_metric_registry_provider_id", "metric_registry", ["provider_id"], schema=S)
@@ -91,7 +110,9 @@ def upgrade() -> None:
         schema=S,
     )
     op.create_table(
-        "users", _id(), _tenant(),
+        "users",
+        _id(),
+        _tenant(),
         sa.Column("email", sa.Text, nullable=False),
         sa.Column("display_name", sa.Text, nullable=False, server_default=""),
         sa.Column("role", sa.Text, nullable=False, server_default="viewer"),
@@ -101,7 +122,8 @@ def upgrade() -> None:
         schema=S,
     )
     op.create_table(
-        "provider_enablements", _tenant(),
+        "provider_enablements",
+        _tenant(),
         sa.Column("provider_id", sa.Text, nullable=False),
         sa.Column("enabled", sa.Boolean, nullable=False),
         _ts("changed_at"),
@@ -110,7 +132,9 @@ def upgrade() -> None:
         schema=S,
     )
     op.create_table(
-        "connections", _id(), _tenant(),
+        "connections",
+        _id(),
+        _tenant(),
         sa.Column("provider_id", sa.Text, nullable=False),
         sa.Column("name", sa.Text, nullable=False),
         sa.Column("external_account_id", sa.Text),
@@ -125,15 +149,18 @@ def upgrade() -> None:
         sa.Column("options", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
         _ts("created_at"),
         _ts("updated_at"),
-        sa.UniqueConstraint("tenant_id", "provider_id", "name",
-                            name="uq_connections_tenant_id_provider_id_name"),
+        sa.UniqueConstraint(
+            "tenant_id", "provider_id", "name", name="uq_connections_tenant_id_provider_id_name"
+        ),
         sa.CheckConstraint(
             "status in ('pending', 'active', 'needs_reauth', 'paused', 'disconnected')",
-            name="ck_connections_status"),
+            name="ck_connections_status",
+        ),
         schema=S,
     )
     op.create_table(
-        "tenant_keys", _tenant(),
+        "tenant_keys",
+        _tenant(),
         sa.Column("version", sa.Integer, nullable=False),
         sa.Column("master_key_id", sa.Text, nullable=False),
         sa.Column("wrapped_key", sa.LargeBinary, nullable=False),
@@ -144,21 +171,26 @@ def upgrade() -> None:
         schema=S,
     )
     op.create_table(
-        "credentials", _tenant(), _connection(),
+        "credentials",
+        _tenant(),
+        _connection(),
         sa.Column("field", sa.Text, nullable=False),
         sa.Column("key_version", sa.Integer, nullable=False),
         sa.Column("nonce", sa.LargeBinary, nullable=False),
         sa.Column("ciphertext", sa.LargeBinary, nullable=False),
         _ts("updated_at"),
         sa.PrimaryKeyConstraint("connection_id", "field", name="pk_credentials"),
-        sa.ForeignKeyConstraint(["tenant_id", "key_version"],
-                                [f"{S}.tenant_keys.tenant_id", f"{S}.tenant_keys.version"],
-                                name="fk_credentials_tenant_id_tenant_keys"),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "key_version"],
+            [f"{S}.tenant_keys.tenant_id", f"{S}.tenant_keys.version"],
+            name="fk_credentials_tenant_id_tenant_keys",
+        ),
         schema=S,
     )
     op.create_table(
         "oauth_states",
-        sa.Column("nonce", sa.Text, primary_key=True), _tenant(),
+        sa.Column("nonce", sa.Text, primary_key=True),
+        _tenant(),
         sa.Column("provider_id", sa.Text, nullable=False),
         sa.Column("flow", sa.Text, nullable=False),
         sa.Column("user_id", sa.Text),
@@ -169,7 +201,10 @@ def upgrade() -> None:
         schema=S,
     )
     op.create_table(
-        "schedules", _id(), _tenant(), _connection(nullable=True),
+        "schedules",
+        _id(),
+        _tenant(),
+        _connection(nullable=True),
         sa.Column("provider_id", sa.Text, nullable=False),
         sa.Column("name", sa.Text, nullable=False),
         sa.Column("cron", sa.Text, nullable=False),
@@ -177,13 +212,21 @@ def upgrade() -> None:
         sa.Column("streams", pg.ARRAY(sa.Text)),
         sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.text("true")),
         _ts("updated_at"),
-        sa.UniqueConstraint("tenant_id", "provider_id", "connection_id", "name",
-                            name="uq_schedules_tenant_id_provider_id_connection_id_name",
-                            postgresql_nulls_not_distinct=True),
+        sa.UniqueConstraint(
+            "tenant_id",
+            "provider_id",
+            "connection_id",
+            "name",
+            name="uq_schedules_tenant_id_provider_id_connection_id_name",
+            postgresql_nulls_not_distinct=True,
+        ),
         schema=S,
     )
     op.create_table(
-        "sync_runs", _id(), _tenant(), _connection(),
+        "sync_runs",
+        _id(),
+        _tenant(),
+        _connection(),
         sa.Column("provider_id", sa.Text, nullable=False),
         sa.Column("stream", sa.Text, nullable=False),
         sa.Column("status", sa.Text, nullable=False),
@@ -202,13 +245,15 @@ def upgrade() -> None:
         sa.Column("error_message", sa.Text),
         sa.CheckConstraint(
             "status in ('queued', 'running', 'succeeded', 'failed', 'partial', 'cancelled')",
-            name="ck_sync_runs_status"),
+            name="ck_sync_runs_status",
+        ),
         schema=S,
     )
-    op.create_index("ix_sync_runs_tenant_id_started_at", "sync_runs", ["tenant_id", "started_at"],
-                    schema=S)
+    op.create_index("ix_sync_runs_tenant_id_started_at", "sync_runs", ["tenant_id", "started_at"], schema=S)
     op.create_table(
-        "stream_states", _tenant(), _connection(),
+        "stream_states",
+        _tenant(),
+        _connection(),
         sa.Column("stream", sa.Text, nullable=False),
         sa.Column("state", pg.JSONB, nullable=False),
         _ts("updated_at"),
@@ -217,10 +262,12 @@ def upgrade() -> None:
     )
     op.create_table(
         "api_error_log",
-        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True), _tenant(),
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        _tenant(),
         sa.Column("provider_id", sa.Text, nullable=False),
-        sa.Column("connection_id", pg.UUID(as_uuid=True),
-                  sa.ForeignKey(f"{S}.connections.id", ondelete="SET NULL")),
+        sa.Column(
+            "connection_id", pg.UUID(as_uuid=True), sa.ForeignKey(f"{S}.connections.id", ondelete="SET NULL")
+        ),
         sa.Column("run_id", pg.UUID(as_uuid=True)),
         sa.Column("endpoint", sa.Text),
         sa.Column("account_id", sa.Text),
@@ -233,8 +280,9 @@ def upgrade() -> None:
         _ts("created_at"),
         schema=S,
     )
-    op.create_index("ix_api_error_log_tenant_id_created_at", "api_error_log",
-                    ["tenant_id", "created_at"], schema=S)
+    op.create_index(
+        "ix_api_error_log_tenant_id_created_at", "api_error_log", ["tenant_id", "created_at"], schema=S
+    )
 
     for table in TENANT_TABLES:
         op.create_index(f"ix_{table}_tenant_id", table, ["tenant_id"], schema=S)
@@ -244,10 +292,22 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in reversed((
-        "tenants", "metric_registry", "runner_heartbeats", "users", "provider_enablements",
-        "connections", "tenant_keys", "credentials", "oauth_states", "schedules", "sync_runs",
-        "stream_states", "api_error_log",
-    )):
+    for table in reversed(
+        (
+            "tenants",
+            "metric_registry",
+            "runner_heartbeats",
+            "users",
+            "provider_enablements",
+            "connections",
+            "tenant_keys",
+            "credentials",
+            "oauth_states",
+            "schedules",
+            "sync_runs",
+            "stream_states",
+            "api_error_log",
+        )
+    ):
         op.drop_table(table, schema=S)
     op.execute(sa.text(f"DROP FUNCTION IF EXISTS {S}.current_tenant()"))

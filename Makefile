@@ -1,5 +1,6 @@
 # adconnect: the two commands are `make up` (start the platform) and `make test` (run every test).
-# Both create or update .venv from the project's own files (uv.lock) first.
+# Both create or update .venv from the project's own files first (uv.lock; a plugin added under
+# plugins/ joins the workspace and the lock automatically).
 
 PYTHON ?= python3
 UV_VERSION := 0.13.9
@@ -20,7 +21,7 @@ $(UV):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target .tools/uv "uv==$(UV_VERSION)"
 
 venv: $(UV)
-	$(UV) sync --all-packages --frozen --quiet
+	$(UV) sync --all-packages --quiet
 
 up: venv
 	$(VENV)/bin/adconnect run

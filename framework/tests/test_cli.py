@@ -170,7 +170,7 @@ def test_doctor_passes_on_a_healthy_install_and_explains_problems(cli, site, mon
 
 def test_db_status_and_migrate(cli):
     status = cli("db", "status").stdout
-    assert "schema:" in status and "(newest: 0001)" in status
+    assert "schema:" in status and "(newest: 0002)" in status
     assert "up to date" in cli("db", "migrate").stdout
 
 

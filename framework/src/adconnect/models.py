@@ -157,7 +157,13 @@ class StreamSpec(_Model):
     default_lookback: timedelta = timedelta(0)
     max_lookback: timedelta | None = None
     chunk: timedelta | None = Field(
-        default=None, description="Longest window the provider reads in one request."
+        default=None, description="Longest window read and committed as one unit (one transaction)."
+    )
+    data_delay: timedelta = Field(
+        default=timedelta(0), description="How long the provider takes to have data for a moment."
+    )
+    default_backfill: timedelta = Field(
+        default=timedelta(days=30), description="How far back the first sync (or a full refresh) reads."
     )
     description: str = ""
 
@@ -366,6 +372,9 @@ class ReadRequest(_Model):
     window: SyncWindow
     state: dict[str, Any] | None = None
     token: TokenSet | None = None
+    invalid_metrics: frozenset[str] = Field(
+        default=frozenset(), description="Metric ids quarantined as invalid: do not request them."
+    )
 
 
 class RecordBatch(_Model):

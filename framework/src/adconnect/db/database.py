@@ -58,6 +58,7 @@ class Database:
         self.app_role = app_url.username or app_role
         self.embedded = embedded
         self._admin: Engine | None = None
+        self._loader_role: str | None = None
         self._app: Engine | None = None
 
     # --- engines ---------------------------------------------------------------------------
@@ -132,7 +133,7 @@ class Database:
         Safe to run from several processes at once: migrations take an advisory lock.
         Returns ``(revision before, revision after)``.
         """
-        from adconnect.db.roles import ensure_app_role
+        from adconnect.db.roles import ensure_app_role, ensure_loader_role
 
         with self.admin_engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
@@ -147,6 +148,8 @@ class Database:
                 conn.commit()
                 ensure_app_role(conn, self)
                 conn.commit()
+                ensure_loader_role(conn, self)
+                conn.commit()
                 after = MigrationContext.configure(
                     conn, opts={"version_table_schema": SCHEMA}
                 ).get_current_revision()
@@ -156,6 +159,24 @@ class Database:
         if before != after:
             log.info("database migrated from %s to %s", before or "empty", after)
         return before, after
+
+    @property
+    def loader_role(self) -> str | None:
+        """The BYPASSRLS role the app may switch to for COPY into raw tables, if there is one."""
+        if self._loader_role is None:
+            from adconnect.db.roles import loader_role_name
+
+            name = loader_role_name(self.app_role)
+            with self.app_engine.connect() as conn:
+                usable = conn.execute(
+                    text(
+                        "SELECT r.rolbypassrls AND pg_has_role(current_user, r.oid, 'MEMBER') "
+                        "FROM pg_roles r WHERE r.rolname = :r"
+                    ),
+                    {"r": name},
+                ).scalar()
+            self._loader_role = name if usable else ""
+        return self._loader_role or None
 
     def check_reachable(self, *, admin: bool = False) -> None:
         """Raise :class:`ConfigurationError` with a hint when the app (or admin) role cannot connect."""

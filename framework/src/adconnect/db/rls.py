@@ -19,19 +19,20 @@ $$
 """
 
 
-def enable_tenant_rls(execute: Callable[[TextClause], object], table: str) -> None:
-    """Enable and force RLS on ``table`` with the tenant isolation policy.
+def enable_tenant_rls(execute: Callable[[TextClause], object], table: str, *, schema: str = SCHEMA) -> None:
+    """Enable and force RLS on ``schema.table`` with the tenant isolation policy.
 
     ``execute`` is ``alembic.op.execute`` in migrations or ``Connection.execute``.
     """
-    qualified = f"{SCHEMA}.{table}"
+    qualified = f'{schema}."{table}"'
     for statement in (
         f"ALTER TABLE {qualified} ENABLE ROW LEVEL SECURITY",
         f"ALTER TABLE {qualified} FORCE ROW LEVEL SECURITY",
         f"DROP POLICY IF EXISTS tenant_isolation ON {qualified}",
         f"CREATE POLICY tenant_isolation ON {qualified} "
-        f"USING (tenant_id = {SCHEMA}.current_tenant()) "
-        f"WITH CHECK (tenant_id = {SCHEMA}.current_tenant())",
+        # the sub-select makes the tenant an init-plan: evaluated once per statement, not per row
+        f"USING (tenant_id = (SELECT {SCHEMA}.current_tenant())) "
+        f"WITH CHECK (tenant_id = (SELECT {SCHEMA}.current_tenant()))",
     ):
         execute(text(statement))
 

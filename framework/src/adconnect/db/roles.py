@@ -1,8 +1,15 @@
-"""The application role: owns nothing, never bypasses row-level security.
+"""The application role (owns nothing, never bypasses row-level security) and the loader role.
 
-Run after every migration (idempotent): creates the role when missing and grants it DML on
-the adconnect schema. Tables stay owned by the admin role that ran the migrations, so the
-application is always subject to the (forced) row-level security policies.
+Run after every migration (idempotent): creates the application role when missing and grants
+it DML on the adconnect and raw schemas. Tables stay owned by the admin role that ran the
+migrations, so the application is always subject to the (forced) row-level security policies.
+
+PostgreSQL refuses ``COPY FROM`` into a table with row-level security for a role subject to
+it. The sync engine therefore switches, for the ``COPY`` statement only, to the *loader role*
+``<app role>_loader``: NOLOGIN, BYPASSRLS, and granted nothing but INSERT on raw tables - it
+cannot read a single row. Creating a BYPASSRLS role needs a superuser (or, on PostgreSQL 16+,
+a role that has BYPASSRLS itself); where the admin role cannot, the loader role is skipped and
+the engine loads through a staging table instead (slower, same results).
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, text
 
-from adconnect.db.schema import SCHEMA
+from adconnect.db.schema import RAW_SCHEMA, SCHEMA
 from adconnect.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -20,6 +27,33 @@ if TYPE_CHECKING:
 
 def _quote(conn: Connection, identifier: str) -> str:
     return str(conn.execute(text("SELECT quote_ident(:i)"), {"i": identifier}).scalar_one())
+
+
+def loader_role_name(app_role: str) -> str:
+    return f"{app_role}_loader"
+
+
+def ensure_loader_role(conn: Connection, db: Database) -> bool:
+    """Create the loader role when possible; True when the app role can use it."""
+    name = loader_role_name(db.app_role)
+    role, app = _quote(conn, name), _quote(conn, db.app_role)
+    exists = conn.execute(text("SELECT rolbypassrls FROM pg_roles WHERE rolname = :r"), {"r": name}).first()
+    if exists is None:
+        allowed = conn.execute(
+            text("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        ).scalar_one()
+        if not allowed:
+            return False
+        conn.execute(text(f"CREATE ROLE {role} NOLOGIN NOINHERIT BYPASSRLS"))
+    elif not exists.rolbypassrls:
+        return False
+    for statement in (
+        f"GRANT {role} TO {app}",
+        f"GRANT USAGE ON SCHEMA {RAW_SCHEMA} TO {role}",
+        f"GRANT INSERT ON ALL TABLES IN SCHEMA {RAW_SCHEMA} TO {role}",
+    ):
+        conn.execute(text(statement))
+    return True
 
 
 def ensure_app_role(conn: Connection, db: Database) -> None:
@@ -49,5 +83,8 @@ def ensure_app_role(conn: Connection, db: Database) -> None:
         f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {SCHEMA} TO {role}",
         f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {SCHEMA} TO {role}",
         f"REVOKE INSERT, UPDATE, DELETE ON {SCHEMA}.alembic_version FROM {role}",
+        # raw tables are created by the sync engine (as the admin role) and granted on creation
+        f"GRANT USAGE ON SCHEMA {RAW_SCHEMA} TO {role}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {RAW_SCHEMA} TO {role}",
     ):
         conn.execute(text(statement))

@@ -124,6 +124,16 @@ runner_heartbeats = Table(
     _ts("last_seen_at"),
 )
 
+quota_scopes = Table(
+    "quota_scopes",
+    metadata,
+    Column("scope", Text, primary_key=True),
+    Column("blocked_until", DateTime(timezone=True)),
+    Column("usage_pct", Float, nullable=False, server_default="0"),
+    Column("reason", Text),
+    _ts("updated_at"),
+)
+
 # --- tenant tables -------------------------------------------------------------------------
 
 users = Table(
@@ -256,6 +266,9 @@ sync_runs = Table(
     Column("rate_limit_wait_seconds", Float, nullable=False, server_default="0"),
     Column("error_class", Text),
     Column("error_message", Text),
+    Column("records_deleted", BigInteger, nullable=False, server_default="0"),
+    Column("job_id", Text),
+    Column("details", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     CheckConstraint(
         "status in ('queued', 'running', 'succeeded', 'failed', 'partial', 'cancelled')", name="status"
     ),
@@ -292,6 +305,18 @@ api_error_log = Table(
     _ts("created_at"),
     Index(None, "tenant_id", "created_at"),
 )
+
+schedule_fires = Table(
+    "schedule_fires",
+    metadata,
+    _tenant_fk(),
+    Column("job_key", Text, nullable=False),
+    Column("last_fired_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "job_key"),
+)
+
+#: Schema of the raw tables the sync engine creates from stream record models.
+RAW_SCHEMA = "raw"
 
 #: Tables whose rows belong to one tenant; each has RLS enabled and forced.
 TENANT_TABLES: tuple[Table, ...] = tuple(t for t in metadata.sorted_tables if "tenant_id" in t.c)

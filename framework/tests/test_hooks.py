@@ -250,3 +250,35 @@ def test_hook_adconnect_sync_finished(host, audit, caplog):
     host.notify_sync_finished(event)  # the failing listener is logged, not raised
     assert audit.events == ["succeeded"]
     assert "listener broke" in caplog.text
+
+
+def test_hook_adconnect_create_emulator(host, toy):
+    from adconnect.testing.emulator import Emulator, Response, route
+
+    assert host.create_emulator("toy_ads") is None  # the base-class default: no emulator
+
+    class ToyEmulator(Emulator):
+        @route("GET", "/v1/ping")
+        def ping(self, request):
+            return Response(json={"pong": True})
+
+    class WithEmulator(type(toy)):
+        @hookimpl
+        def adconnect_create_emulator(self, seed, port):
+            return ToyEmulator(seed=seed, port=port)
+
+    emulating = load_plugins(entry_points=False, extra=[WithEmulator()])
+    emulator = emulating.create_emulator("toy_ads", seed=3)
+    assert isinstance(emulator, ToyEmulator) and emulator.seed == 3
+    with emulator:
+        import httpx
+
+        assert httpx.get(f"{emulator.url}/v1/ping").json() == {"pong": True}
+
+    class Wrong(type(toy)):
+        @hookimpl
+        def adconnect_create_emulator(self):
+            return "not an emulator"
+
+    with pytest.raises(PluginContractError, match="not an Emulator"):
+        load_plugins(entry_points=False, extra=[Wrong()]).create_emulator("toy_ads")

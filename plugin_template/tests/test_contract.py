@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from adconnect.testing.contract import ProviderContract
-
 from adconnect_sample_ads.emulator import SampleAdsEmulator
 from adconnect_sample_ads.provider import SampleAdsProvider
 from adconnect_sample_ads.settings import SampleAdsSettings

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from adconnect import MissingScopesError, RetryableProviderError
-
 from adconnect_sample_ads.client import SampleAdsClient
 from adconnect_sample_ads.emulator import SampleAdsEmulator
 

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -21,8 +21,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from adconnect.db.database import Database
-from adconnect.db.schema import connections
-from adconnect.errors import ConfigurationError, NotFoundError
+from adconnect.db.schema import connections, provider_enablements
+from adconnect.errors import ConfigurationError, NotFoundError, ReauthRequiredError
 from adconnect.keyring import MasterKeyring
 from adconnect.models import (
     AuthorizationRequest,
@@ -147,6 +147,53 @@ class ConnectionService:
     def token(self, tenant_id: UUID, connection_id: UUID) -> TokenSet | None:
         with self.db.tenant(tenant_id) as conn:
             return self.vault.load_token_set(conn, tenant_id=tenant_id, connection_id=connection_id)
+
+    def provider_enabled(self, tenant_id: UUID, provider_id: str) -> bool:
+        with self.db.tenant(tenant_id) as conn:
+            row = conn.execute(
+                select(provider_enablements.c.enabled).where(
+                    provider_enablements.c.provider_id == provider_id
+                )
+            ).first()
+        return bool(row and row.enabled)
+
+    def fresh_token(
+        self, record: ConnectionRecord, *, within: timedelta = timedelta(minutes=5)
+    ) -> TokenSet | None:
+        """The connection's token, refreshed first when it expires within ``within``.
+
+        A refresh the provider refuses for good marks the connection ``needs_reauth``.
+        """
+        token = self.token(record.tenant_id, record.id)
+        if token is None or not token.expires_within(within, now=datetime.now(UTC)):
+            return token
+        try:
+            refreshed = self.host.refresh_token(record.provider_id, token)
+        except ReauthRequiredError as exc:
+            with self.db.tenant(record.tenant_id) as conn:
+                conn.execute(
+                    update(connections)
+                    .where(connections.c.id == record.id)
+                    .values(
+                        status="needs_reauth",
+                        status_reason=exc.user_message,
+                        credential_status="reauth_required",
+                        updated_at=func.now(),
+                    )
+                )
+            raise
+        if refreshed is None:
+            return token
+        with self.db.tenant(record.tenant_id) as conn:
+            self.vault.save_token_set(
+                conn, tenant_id=record.tenant_id, connection_id=record.id, token=refreshed
+            )
+            conn.execute(
+                update(connections)
+                .where(connections.c.id == record.id)
+                .values(token_expires_at=refreshed.expires_at, updated_at=func.now())
+            )
+        return refreshed
 
     # --- the connect flow ------------------------------------------------------------------
 

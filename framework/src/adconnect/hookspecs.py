@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         TokenSet,
     )
     from adconnect.scopes import ScopeRequirement
+    from adconnect.testing.emulator import Emulator
 
 PROJECT_NAME = "adconnect"
 #: The contract version of this framework. A plugin declares the version it was built for;
@@ -258,6 +259,23 @@ def adconnect_check_connection(provider_id: str, context: ConnectionContext) -> 
     Return: a :class:`~adconnect.models.ConnectionStatus`. The base class derives one from
     the context (credential state, last run); providers override it to add their own reason
     codes and metadata.
+
+    Combine: firstresult.
+    """
+
+
+# --- demos: emulators on loopback ----------------------------------------------------------
+
+
+@_spec(firstresult=True)
+def adconnect_create_emulator(provider_id: str, seed: int, port: int) -> Emulator | None:
+    """Build (do not start) the provider's emulator: its API on loopback, with fake data.
+
+    When: ``adconnect emulate <provider>`` (demos, local development) and by tests that want
+    the emulator through the plugin rather than by import.
+
+    Return: an :class:`adconnect.testing.emulator.Emulator` listening on ``port`` (0: any free
+    port) whose data derives from ``seed``, or ``None`` when the provider ships none.
 
     Combine: firstresult.
     """

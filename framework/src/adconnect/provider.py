@@ -177,6 +177,12 @@ class Provider:
     ) -> list[MetricAvailability]:
         return []
 
+    # --- demos -----------------------------------------------------------------------------
+
+    @hookimpl
+    def adconnect_create_emulator(self, seed: int, port: int) -> None:
+        return None
+
     # --- health ----------------------------------------------------------------------------
 
     @hookimpl

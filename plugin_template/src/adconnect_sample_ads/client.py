@@ -14,16 +14,24 @@ from adconnect import (
     ReauthRequiredError,
     RetryableProviderError,
 )
+from adconnect.quota import httpx_event_hooks, retry_after_usage
 
 PROVIDER_ID = "sample_ads"
 
 
 class SampleAdsClient:
-    """GET JSON from the Sample Ads API with a bearer token; follow ``next_cursor`` pages."""
+    """GET JSON from the Sample Ads API with a bearer token; follow ``next_cursor`` pages.
 
-    def __init__(self, api_url: str, *, timeout: float = 30.0, http: httpx.Client | None = None) -> None:
+    Every request goes through adconnect's quota governor for ``quota_scope`` (the app's
+    budget, shared by every tenant): it waits while the scope is blocked, counts the call for
+    the run record, and a 429 with ``Retry-After`` blocks the scope for every tenant.
+    """
+
+    def __init__(self, api_url: str, *, timeout: float = 30.0, quota_scope: str | None = None,
+                 http: httpx.Client | None = None) -> None:
         self.api_url = api_url.rstrip("/")
-        self.http = http or httpx.Client(timeout=timeout)
+        hooks = httpx_event_hooks(quota_scope, retry_after_usage) if quota_scope else {}
+        self.http = http or httpx.Client(timeout=timeout, event_hooks=hooks)
 
     def get(self, path: str, token: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         try:

@@ -27,8 +27,8 @@ from adconnect import (
     hookimpl,
 )
 from adconnect.errors import ConfigurationError
+from adconnect.testing.emulator import Emulator
 from adconnect.oauth import OAuthClient, OAuthClientConfig
-
 from adconnect_sample_ads import __version__
 from adconnect_sample_ads.client import SampleAdsClient
 from adconnect_sample_ads.metrics import METRICS
@@ -47,6 +47,8 @@ class SampleAdsProvider(Provider):
     contract_version = CONTRACT_VERSION
     version = __version__
     settings_model = SampleAdsSettings
+    #: The API budget is the app's, shared by every tenant: one quota scope.
+    quota_scope = "sample_ads:app"
     default_schedules = (
         ScheduleSpec(name="hourly", cron="0 6-22 * * *", description="Top of every hour, 06:00-22:00"),
     )
@@ -70,7 +72,7 @@ class SampleAdsProvider(Provider):
     @cached_property
     def _api(self) -> SampleAdsClient:
         s: SampleAdsSettings = self.settings
-        return SampleAdsClient(s.api_url, timeout=s.timeout_seconds)
+        return SampleAdsClient(s.api_url, timeout=s.timeout_seconds, quota_scope=self.quota_scope)
 
     # --- registration ----------------------------------------------------------------------
 
@@ -149,6 +151,14 @@ class SampleAdsProvider(Provider):
             )
             for m in METRICS
         ]
+
+    # --- demos -----------------------------------------------------------------------------
+
+    @hookimpl
+    def adconnect_create_emulator(self, seed: int, port: int) -> Emulator:
+        from adconnect_sample_ads.emulator import SampleAdsEmulator  # imported only when asked for
+
+        return SampleAdsEmulator(seed=seed, port=port)
 
     # --- sync ------------------------------------------------------------------------------
 

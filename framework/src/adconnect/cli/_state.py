@@ -20,8 +20,9 @@ from adconnect.plugins import PluginHost, load_plugins
 from adconnect.provider import settings_problems
 from adconnect.settings import FrameworkSettings
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Not a terminal (pipes, CI logs): wide enough that tables keep ids and dates on one line.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 #: Set by the root command's --debug option (one CLI invocation per process).
 DEBUG = [False]
 F = TypeVar("F", bound=Callable[..., Any])

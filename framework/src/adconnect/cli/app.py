@@ -13,12 +13,15 @@ import typer
 
 from adconnect.cli import (
     _state,
+    connect_cmd,
     db_cmd,
     doctor_cmd,
+    emulate_cmd,
     keys_cmd,
     plugin_cmd,
     providers_cmd,
     run_cmd,
+    sync_cmd,
     tenants_cmd,
 )
 from adconnect.cli._state import configure_logging, guarded, state
@@ -54,6 +57,11 @@ app.add_typer(tenants_cmd.app, name="tenants")
 app.add_typer(plugin_cmd.app, name="plugin")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(db_cmd.app, name="db")
+app.add_typer(connect_cmd.connect_app, name="connect")
+app.add_typer(connect_cmd.connections_app, name="connections")
+app.add_typer(sync_cmd.runs_app, name="runs")
+app.command("sync")(sync_cmd.sync)
+app.command("emulate")(emulate_cmd.emulate)
 app.command("doctor")(guarded(doctor_cmd.doctor))
 app.command("run")(guarded(run_cmd.run))
 

@@ -197,6 +197,20 @@ class PluginHost:
     def check_connection(self, provider_id: str, context: ConnectionContext) -> ConnectionStatus:
         return self._call(provider_id, "adconnect_check_connection", ConnectionStatus, context=context)
 
+    def create_emulator(self, provider_id: str, *, seed: int = 0, port: int = 0) -> Any:
+        """The provider's emulator (not started), or None when it ships none."""
+        from adconnect.testing.emulator import Emulator
+
+        emulator = self._subset(provider_id, "adconnect_create_emulator")(
+            provider_id=provider_id, seed=seed, port=port
+        )
+        if emulator is not None and not isinstance(emulator, Emulator):
+            raise PluginContractError(
+                f"{provider_id}: adconnect_create_emulator returned {type(emulator).__name__}, not an Emulator",
+                provider_id=provider_id,
+            )
+        return emulator
+
     # --- events ----------------------------------------------------------------------------
 
     def notify_sync_started(self, event: SyncStarted) -> None:

@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 
+from adconnect.sync import crashpoints
 from adconnect.sync.raw_tables import RawTable, quote_ident
 
 __all__ = ["ChunkLoader", "DuplicateKeysError", "LoadCounts", "Window", "row_converter"]
@@ -188,6 +189,8 @@ class ChunkLoader:
                 if low <= row[index] < high:
                     copy.write_row(prefix + row)
                     written += 1
+                    if written == 100:
+                        crashpoints.hit("mid_copy")
                 else:
                     outside.append(row)
             self.counts.written += written
@@ -195,6 +198,8 @@ class ChunkLoader:
         for row in rows:
             copy.write_row(row)
             written += 1
+            if written == 100:
+                crashpoints.hit("mid_copy")
         self.counts.written += written
         self._staged += written
         if self.fresh and self._staged >= self.flush_rows:

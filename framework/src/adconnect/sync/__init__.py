@@ -1,0 +1,1 @@
+"""The sync engine: raw tables, the loader, window planning, run records and the engine itself."""

@@ -26,10 +26,8 @@ import logging
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
-import httpx
 import pytest
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
@@ -53,6 +51,7 @@ from adconnect.models import (
 from adconnect.plugins import PluginHost, contract_compatible, load_plugins
 from adconnect.provider import Provider
 from adconnect.testing.emulator import Emulator
+from adconnect.testing.flows import consent
 
 __all__ = ["ProviderContract"]
 
@@ -84,11 +83,7 @@ class ProviderContract:
 
     def authorize(self, emulator: Emulator, url: str) -> str:
         """Play the user on the consent screen; return the authorization code."""
-        response = httpx.get(url, follow_redirects=False, timeout=10)
-        assert response.status_code in (302, 303), f"consent screen answered {response.status_code}"
-        query = parse_qs(urlsplit(response.headers["location"]).query)
-        assert "code" in query, f"no code in redirect: {query.get('error')}"
-        return query["code"][0]
+        return consent(url)
 
     def sensitive_values(self, emulator: Emulator, settings: BaseSettings) -> set[str]:
         """Values that must never leak: the settings' secrets and what the emulator issued."""

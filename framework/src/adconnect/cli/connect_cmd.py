@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit
 
 import typer
@@ -11,7 +11,9 @@ from rich.table import Table
 
 from adconnect.cli._state import guarded, out, state
 from adconnect.cli.sync_cmd import services
+from adconnect.connections import ConnectionRecord, ConnectionService
 from adconnect.errors import ConfigurationError, NotFoundError
+from adconnect.tenants import Tenant as TenantRecord
 from adconnect.tenants import resolve_tenant
 
 connect_app = typer.Typer(
@@ -59,7 +61,8 @@ def start(
         return
     out.print("Open this URL, consent, then pass the URL you are sent back to (or its code and state) to")
     out.print(
-        f"`adconnect connect complete --provider {provider} --redirect-uri {redirect_uri} --callback-url ...`:"
+        f"`adconnect connect complete --provider {provider} --redirect-uri {redirect_uri} "
+        "--callback-url ...`:"
     )
     out.print(begun.url, soft_wrap=True, markup=False, highlight=False)
     if begun.ignored_scopes:
@@ -85,8 +88,8 @@ def complete(
         query = parse_qs(urlsplit(callback_url).query)
         if "error" in query:
             raise ConfigurationError(f"the provider refused consent: {query['error'][0]}")
-        code = code or (query.get("code") or [None])[0]
-        oauth_state = oauth_state or (query.get("state") or [None])[0]
+        code = code or next(iter(query.get("code", [])), None)
+        oauth_state = oauth_state or next(iter(query.get("state", [])), None)
     if not code or not oauth_state:
         raise ConfigurationError("give --callback-url, or both --code and --state")
     service, _ = services(state(ctx))
@@ -110,7 +113,9 @@ def complete(
         out.print("next: `adconnect connections discover ...` and `adconnect connections select-account ...`")
 
 
-def _record(ctx: typer.Context, tenant: str, provider: str, connection: str):  # type: ignore[no-untyped-def]
+def _record(
+    ctx: typer.Context, tenant: str, provider: str, connection: str
+) -> tuple[ConnectionService, TenantRecord, ConnectionRecord]:
     cli = state(ctx)
     service, _ = services(cli)
     found = resolve_tenant(cli.database(), tenant)
@@ -135,7 +140,7 @@ def list_connections(
     service, _ = services(cli)
     found = resolve_tenant(cli.database(), tenant)
     records = service.list(found.id)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": str(r.id),
             "provider": r.provider_id,
@@ -159,7 +164,7 @@ def list_connections(
             r["provider"],
             r["name"],
             r["account"] or "-",
-            r["status"] + (f" ({r['reason']})" if r["reason"] else ""),
+            f"{r['status']}" + (f" ({r['reason']})" if r["reason"] else ""),
             r["credential"] or "-",
             (r["token_expires_at"] or "-")[:16],
         )

@@ -27,7 +27,10 @@ def emulate(
         oauth = getattr(emulator, "oauth", None)
         if oauth is not None:
             out.print(f"  OAuth client id {oauth.client_id}, redirect URIs {', '.join(oauth.redirect_uris)}")
-            out.print(f"  (the client secret is in the emulator's source; point ADCONNECT_{provider.upper()}_* here)")
+            out.print(
+                f"  (its client secret is in the emulator's source; "
+                f"point ADCONNECT_{provider.upper()}_* here)"
+            )
         out.print(f"  routes: {', '.join(emulator.routes)}")
         out.print("Press Ctrl-C to stop.")
         try:

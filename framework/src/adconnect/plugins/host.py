@@ -206,7 +206,8 @@ class PluginHost:
         )
         if emulator is not None and not isinstance(emulator, Emulator):
             raise PluginContractError(
-                f"{provider_id}: adconnect_create_emulator returned {type(emulator).__name__}, not an Emulator",
+                f"{provider_id}: adconnect_create_emulator returned {type(emulator).__name__}, "
+                "not an Emulator",
                 provider_id=provider_id,
             )
         return emulator

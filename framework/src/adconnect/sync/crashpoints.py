@@ -13,7 +13,7 @@ import os
 import signal
 from collections import Counter
 
-__all__ = ["hit"]
+__all__ = ["armed", "hit"]
 
 _target: tuple[str, int] | None = None
 _counts: Counter[str] = Counter()
@@ -27,6 +27,11 @@ def _parse(value: str | None) -> tuple[str, int] | None:
 
 
 _target = _parse(os.environ.get("ADCONNECT_CRASHPOINT"))
+
+
+def armed(name: str) -> bool:
+    """Whether ``name`` is the configured crash point (lets hot loops skip the check otherwise)."""
+    return _target is not None and _target[0] == name
 
 
 def hit(name: str) -> None:

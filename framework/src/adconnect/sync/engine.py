@@ -174,7 +174,8 @@ class SyncEngine:
             )
         if record.status == "needs_reauth":
             raise ReauthRequiredError(
-                f"connection {record.name} needs to be re-authorised: {record.status_reason or 'credential invalid'}",
+                f"connection {record.name} needs to be re-authorised: "
+                f"{record.status_reason or 'credential invalid'}",
                 hint="run the connect flow again (`adconnect connect start ...`)",
                 provider_id=record.provider_id,
             )

@@ -181,6 +181,14 @@ class ChunkLoader:
         """Stage record tuples (record-column order); returns how many were staged."""
         if self._copy is None:
             self._open_copy()
+        if crashpoints.armed("mid_copy"):  # tests only: die with some of this batch sent
+            rows = list(rows)
+            first = self._write_rows(rows[: len(rows) // 2])
+            crashpoints.hit("mid_copy")
+            return first + self._write_rows(rows[len(rows) // 2 :])
+        return self._write_rows(rows)
+
+    def _write_rows(self, rows: Iterable[Row]) -> int:
         copy, written = self._copy, 0
         if self.strategy == "copy":
             prefix, outside, index = self.prefix, self._outside, self._cursor_index
@@ -189,8 +197,6 @@ class ChunkLoader:
                 if low <= row[index] < high:
                     copy.write_row(prefix + row)
                     written += 1
-                    if written == 100:
-                        crashpoints.hit("mid_copy")
                 else:
                     outside.append(row)
             self.counts.written += written
@@ -198,8 +204,6 @@ class ChunkLoader:
         for row in rows:
             copy.write_row(row)
             written += 1
-            if written == 100:
-                crashpoints.hit("mid_copy")
         self.counts.written += written
         self._staged += written
         if self.fresh and self._staged >= self.flush_rows:

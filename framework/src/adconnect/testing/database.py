@@ -78,7 +78,9 @@ def temporary_database(app_role: str = APP_ROLE) -> Iterator[Database]:
 
 
 def truncate_all(db: Database) -> None:
-    """Empty every adconnect table (as the admin role), keeping the schema."""
-    names = ", ".join(f"{t.schema}.{t.name}" for t in metadata.sorted_tables)
+    """Empty every adconnect table and every raw table (as the admin role), keeping the schemas."""
+    names = [f"{t.schema}.{t.name}" for t in metadata.sorted_tables]
     with db.admin() as conn:
-        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        raw = conn.execute(text("SELECT format('raw.%I', tablename) FROM pg_tables WHERE schemaname = 'raw'"))
+        names += list(raw.scalars())
+        conn.execute(text(f"TRUNCATE {', '.join(names)} RESTART IDENTITY CASCADE"))

@@ -21,12 +21,26 @@ def consent(authorize_url: str) -> str:
     return query["code"][0]
 
 
-def connect(service: ConnectionService, tenant_id: UUID, provider_id: str, *, redirect_uri: str,
-            account: str | None = None, name: str = "default", flow: str = "default") -> ConnectionRecord:
+def connect(
+    service: ConnectionService,
+    tenant_id: UUID,
+    provider_id: str,
+    *,
+    redirect_uri: str,
+    account: str | None = None,
+    name: str = "default",
+    flow: str = "default",
+) -> ConnectionRecord:
     """Run the whole connect flow through the framework and select ``account`` (or the first asset)."""
     start = service.start_authorization(tenant_id, provider_id, redirect_uri=redirect_uri, flow=flow)
-    result = service.complete_authorization(provider_id=provider_id, state=start.state, code=consent(start.url),
-                                            redirect_uri=redirect_uri, flow=flow, connection_name=name)
+    result = service.complete_authorization(
+        provider_id=provider_id,
+        state=start.state,
+        code=consent(start.url),
+        redirect_uri=redirect_uri,
+        flow=flow,
+        connection_name=name,
+    )
     record = result.connection
     if account is None:
         token = service.token(tenant_id, record.id)

@@ -27,8 +27,14 @@ class DemoAdsClient:
     the run record, and a 429 with ``Retry-After`` blocks the scope for every tenant.
     """
 
-    def __init__(self, api_url: str, *, timeout: float = 30.0, quota_scope: str | None = None,
-                 http: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        timeout: float = 30.0,
+        quota_scope: str | None = None,
+        http: httpx.Client | None = None,
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         hooks = httpx_event_hooks(quota_scope, retry_after_usage) if quota_scope else {}
         self.http = http or httpx.Client(timeout=timeout, event_hooks=hooks)

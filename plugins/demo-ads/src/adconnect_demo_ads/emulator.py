@@ -105,8 +105,11 @@ class DemoAdsEmulator(Emulator):
         remaining = self.blocked_until - time.time()
         if remaining <= 0:
             return None
-        return Response(status=429, headers={"Retry-After": str(math.ceil(remaining))},
-                        json={"error": {"code": "rate_limited", "message": "App request limit reached"}})
+        return Response(
+            status=429,
+            headers={"Retry-After": str(math.ceil(remaining))},
+            json={"error": {"code": "rate_limited", "message": "App request limit reached"}},
+        )
 
     def _caller(self, request: Request, scope: str | None = None) -> Response | tuple[str, ...]:
         info = self.oauth.check_access_token(request.bearer_token)

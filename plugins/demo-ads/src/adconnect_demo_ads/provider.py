@@ -27,8 +27,8 @@ from adconnect import (
     hookimpl,
 )
 from adconnect.errors import ConfigurationError
-from adconnect.testing.emulator import Emulator
 from adconnect.oauth import OAuthClient, OAuthClientConfig
+from adconnect.testing.emulator import Emulator
 from adconnect_demo_ads import __version__
 from adconnect_demo_ads.client import DemoAdsClient
 from adconnect_demo_ads.metrics import METRICS

@@ -301,6 +301,29 @@ class ProviderContract:
             again, _ = self._read(host, pid, ref, token, spec, self.sync_window(), state)
             assert self._keyed(spec, once) == self._keyed(spec, again), spec.name
 
+    def test_engine_loads_every_stream_and_rereads_idempotently(
+        self, service: ConnectionService, connected: tuple[ConnectionRef, TokenSet], pid: str
+    ) -> None:
+        """Through the real sync engine into PostgreSQL: a second read of the window changes nothing."""
+        from adconnect.quota import QuotaGovernor
+        from adconnect.sync.engine import StreamOptions, SyncEngine
+        from adconnect.tenants import Tenant, set_provider_enabled
+
+        ref, _ = connected
+        set_provider_enabled(service.db, Tenant(ref.tenant_id, "contract-tenant", "Contract Tenant",
+                                                datetime.now(UTC)), pid, True)
+        window = self.sync_window()
+        engine = SyncEngine(service.db, service.host, QuotaGovernor(service.db), clock=lambda: window.end)
+        options = StreamOptions(since=window.start, until=window.end)
+        first = engine.sync_connection(service, ref.tenant_id, ref.connection_id, options=options)
+        assert first and all(r.status == "succeeded" for r in first), [r.summary() for r in first]
+        assert all(r.counts.records_read > 0 for r in first)
+        again = engine.sync_connection(service, ref.tenant_id, ref.connection_id, options=options)
+        for result in again:
+            assert result.status == "succeeded", result.summary()
+            assert result.counts.records_inserted == result.counts.records_updated == 0, result.summary()
+            assert result.counts.records_deleted == 0, result.summary()
+
     # --- errors and secrets ----------------------------------------------------------------
 
     def test_provider_errors_are_classified(

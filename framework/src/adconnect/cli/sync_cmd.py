@@ -63,6 +63,9 @@ def sync(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run one sync now, in the foreground, with progress per stream and a summary."""
+    options = StreamOptions(
+        since=_date(since, "--since"), until=_date(until, "--until"), full_refresh=full_refresh
+    )
     cli = state(ctx)
     service, engine = services(cli)
     found = resolve_tenant(cli.database(), tenant)
@@ -73,9 +76,6 @@ def sync(
             f"{found.slug} has no {provider} connection" + (f" named {connection!r}" if connection else ""),
             hint=f"connect one: `adconnect connect start --tenant {found.slug} --provider {provider} ...`",
         )
-    options = StreamOptions(
-        since=_date(since, "--since"), until=_date(until, "--until"), full_refresh=full_refresh
-    )
     summaries: list[dict[str, Any]] = []
     with Progress(
         TextColumn("{task.description}"),

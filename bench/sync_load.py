@@ -24,9 +24,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from adconnect.db.schema import connections, stream_states, tenants
 from adconnect.models import StreamSpec
-from adconnect.sync.loader import ChunkLoader, row_converter
+from adconnect.sync.loader import ChunkLoader
 from adconnect.sync.raw_tables import RawTable, ensure_raw_table
-from adconnect.sync.records import RecordValidator, prefetch
+from adconnect.sync.records import RecordValidator, prefetch, row_converter
 from adconnect.testing.database import temporary_database
 
 

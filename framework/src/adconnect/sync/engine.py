@@ -25,8 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -53,70 +52,18 @@ from adconnect.models import (
 from adconnect.plugins import PluginHost
 from adconnect.quota import QuotaGovernor, collect_stats, use_governor
 from adconnect.sync import crashpoints
-from adconnect.sync.loader import ChunkLoader, DuplicateKeysError
+from adconnect.sync.loader import ChunkLoader, DuplicateKeysError, delete_outside
 from adconnect.sync.raw_tables import RawTable, ensure_raw_table
 from adconnect.sync.records import MAX_BAD_RECORD_SAMPLES, RecordValidator, prefetch
+from adconnect.sync.results import Progress, StreamOptions, StreamResult
 from adconnect.sync.runs import RunCounts, RunLog, load_state, save_state
 from adconnect.sync.windows import WindowPlan, plan_windows
 
-__all__ = ["Progress", "StreamOptions", "StreamResult", "SyncEngine"]
+__all__ = ["Progress", "StreamOptions", "StreamResult", "SyncEngine"]  # the three are re-exported
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class StreamOptions:
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
-    full_refresh: bool = False
-    trigger: str = "manual"
-    job_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Reported after every batch and chunk, for progress displays."""
-
-    stream: str
-    records: int
-    chunks_done: int
-    chunks_total: int
-    api_calls: int
-    rate_limit_wait_seconds: float
-
-
-@dataclass
-class StreamResult:
-    stream: str
-    run_id: UUID
-    status: str
-    window: SyncWindow | None
-    counts: RunCounts
-    duration_seconds: float
-    error_class: str | None = None
-    error_message: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, Any]:
-        c = self.counts
-        return {
-            "stream": self.stream,
-            "run_id": str(self.run_id),
-            "status": self.status,
-            "window_start": self.window.start.isoformat() if self.window else None,
-            "window_end": self.window.end.isoformat() if self.window else None,
-            "records_read": c.records_read,
-            "records_inserted": c.records_inserted,
-            "records_updated": c.records_updated,
-            "records_deleted": c.records_deleted,
-            "records_skipped": c.records_skipped,
-            "api_calls": c.api_calls,
-            "rate_limit_wait_seconds": round(c.rate_limit_wait_seconds, 3),
-            "chunks": c.chunks,
-            "duration_seconds": round(self.duration_seconds, 3),
-            "error_class": self.error_class,
-            "error_message": self.error_message,
-        }
+DEFAULT_OPTIONS = StreamOptions()
 
 
 class _RunFailed(Exception):
@@ -158,7 +105,7 @@ class SyncEngine:
         connection_id: UUID,
         *,
         streams: Sequence[str] | None = None,
-        options: StreamOptions = StreamOptions(),
+        options: StreamOptions = DEFAULT_OPTIONS,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> list[StreamResult]:
         """Sync the connection's streams (all, or those named) one after the other.
@@ -205,7 +152,7 @@ class SyncEngine:
         connection: ConnectionRecord,
         token: TokenSet | None,
         spec: StreamSpec,
-        options: StreamOptions = StreamOptions(),
+        options: StreamOptions = DEFAULT_OPTIONS,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> StreamResult:
         """Sync one stream of one connection now; never raises for provider or data errors."""
@@ -433,7 +380,7 @@ class SyncEngine:
             )
             try:
                 for kind, payload in prefetch(
-                    self._messages(connection.provider_id, request), lambda m: _validate(validator, m)
+                    self.host.read_stream(connection.provider_id, request), lambda m: _validate(validator, m)
                 ):
                     if kind == "state":
                         provider_state = payload
@@ -461,7 +408,13 @@ class SyncEngine:
                 raise
             crashpoints.hit("after_move")
             if options.full_refresh and last and plan.window is not None and not plan.snapshot:
-                loaded.deleted += _drop_outside(conn, table, connection, plan.window)
+                loaded.deleted += delete_outside(
+                    conn,
+                    table,
+                    tenant_id=tenant_id,
+                    connection_id=connection.id,
+                    window=(plan.window.start, plan.window.end),
+                )
             end = chunk.end if plan.complete_through is None else min(chunk.end, plan.complete_through)
             new_state = {
                 "window_end": end.isoformat() if not plan.snapshot else None,
@@ -479,9 +432,6 @@ class SyncEngine:
         counts.records_deleted += loaded.deleted
         counts.bad_records.extend(bad[: MAX_BAD_RECORD_SAMPLES - len(counts.bad_records)])
 
-    def _messages(self, provider_id: str, request: ReadRequest) -> Iterator[Any]:
-        yield from self.host.read_stream(provider_id, request)
-
 
 def _validate(validator: RecordValidator, message: Any) -> tuple[str, Any]:
     if isinstance(message, RecordBatch):
@@ -493,23 +443,3 @@ def _as_provider_error(exc: AdconnectError) -> ProviderError:
     if isinstance(exc, ProviderError):
         return exc
     return ProviderError(exc.user_message, provider_id=exc.provider_id)
-
-
-def _drop_outside(conn: Any, table: RawTable, connection: ConnectionRecord, window: SyncWindow) -> int:
-    """After a full refresh: remove the connection's rows outside the re-read window."""
-    from sqlalchemy import text
-
-    from adconnect.sync.loader import _bounds
-    from adconnect.sync.raw_tables import quote_ident
-
-    low, high = _bounds(table, (window.start, window.end))
-    cursor = quote_ident(table.cursor or "")
-    return int(
-        conn.execute(
-            text(
-                f"DELETE FROM {table.qualified} WHERE tenant_id = :t AND connection_id = :c "
-                f"AND ({cursor} < :low OR {cursor} >= :high)"
-            ),
-            {"t": connection.tenant_id, "c": connection.id, "low": low, "high": high},
-        ).rowcount
-    )

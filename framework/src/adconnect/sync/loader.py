@@ -23,22 +23,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from psycopg.errors import UniqueViolation
-from psycopg.types.json import Jsonb
-from pydantic import BaseModel
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 
 from adconnect.sync import crashpoints
 from adconnect.sync.raw_tables import RawTable, quote_ident
 
-__all__ = ["ChunkLoader", "DuplicateKeysError", "LoadCounts", "Window", "row_converter"]
+__all__ = ["ChunkLoader", "DuplicateKeysError", "LoadCounts", "Window", "bounds", "delete_outside"]
 
 Window = tuple[dt.datetime, dt.datetime]
 Row = tuple[Any, ...]
@@ -58,39 +55,6 @@ class LoadCounts:
     def add(self, other: LoadCounts) -> None:
         for name in ("written", "inserted", "updated", "deleted", "unchanged"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-def row_converter(table: RawTable) -> Callable[[BaseModel], Row]:
-    """A fast record -> tuple function in the table's record-column order."""
-    names = table.record_columns
-    getter = operator.attrgetter(*names)
-    fixes = [
-        (index, _json if table.column(name).is_json else _enum_value)
-        for index, name in enumerate(names)
-        if table.column(name).is_json or table.column(name).pg_type in ("text", "bigint")
-    ]
-    if len(names) == 1:
-        return lambda m: tuple(fix(getter(m)) for _, fix in fixes) if fixes else (getter(m),)
-    if not fixes:
-        return getter
-
-    def convert(model: BaseModel) -> Row:
-        values = list(getter(model))
-        for index, fix in fixes:
-            values[index] = fix(values[index])
-        return tuple(values)
-
-    return convert
-
-
-def _json(value: Any) -> Any:
-    if value is None:
-        return None
-    return Jsonb(value.model_dump(mode="json") if isinstance(value, BaseModel) else value)
-
-
-def _enum_value(value: Any) -> Any:
-    return getattr(value, "value", value)
 
 
 class DuplicateKeysError(Exception):
@@ -192,7 +156,7 @@ class ChunkLoader:
         copy, written = self._copy, 0
         if self.strategy == "copy":
             prefix, outside, index = self.prefix, self._outside, self._cursor_index
-            low, high = _bounds(self.table, self.window)  # type: ignore[arg-type]
+            low, high = bounds(self.table, self.window)  # type: ignore[arg-type]
             for row in rows:
                 if low <= row[index] < high:
                     copy.write_row(prefix + row)
@@ -284,7 +248,7 @@ class ChunkLoader:
         if self.window is not None and self.table.cursor is not None:
             cursor = quote_ident(self.table.cursor)
             where += f" AND {alias}.{cursor} >= :low AND {alias}.{cursor} < :high"
-            params["low"], params["high"] = _bounds(self.table, self.window)
+            params["low"], params["high"] = bounds(self.table, self.window)
         return where, params
 
     def _flush_fresh(self) -> None:
@@ -364,7 +328,24 @@ class ChunkLoader:
         )
 
 
-def _bounds(table: RawTable, window: Window) -> tuple[Any, Any]:
+def delete_outside(
+    conn: Connection, table: RawTable, *, tenant_id: UUID, connection_id: UUID, window: Window
+) -> int:
+    """After a full refresh: remove the connection's rows outside the re-read window."""
+    low, high = bounds(table, window)
+    cursor = quote_ident(table.cursor or "")
+    return int(
+        conn.execute(
+            text(
+                f"DELETE FROM {table.qualified} WHERE tenant_id = :t AND connection_id = :c "
+                f"AND ({cursor} < :low OR {cursor} >= :high)"
+            ),
+            {"t": tenant_id, "c": connection_id, "low": low, "high": high},
+        ).rowcount
+    )
+
+
+def bounds(table: RawTable, window: Window) -> tuple[Any, Any]:
     """The window in the cursor column's own type (dates for date cursors)."""
     start, end = window
     if table.cursor is not None and table.column(table.cursor).pg_type == "date":

@@ -14,19 +14,21 @@ validates the next.
 from __future__ import annotations
 
 import contextvars
+import operator
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from psycopg.types.json import Jsonb
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from adconnect.models import StreamSpec
-from adconnect.sync.loader import Row, row_converter
+from adconnect.sync.loader import Row
 from adconnect.sync.raw_tables import RawTable
 
-__all__ = ["BadRecord", "RecordValidator", "ValidatedBatch", "prefetch"]
+__all__ = ["BadRecord", "RecordValidator", "ValidatedBatch", "prefetch", "row_converter"]
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -117,10 +119,6 @@ def _typed_dict_for(model: type[BaseModel]) -> Any:
 
 def _dict_row(model: type[BaseModel], table: RawTable) -> Callable[[dict[str, Any]], Row]:
     """Validated dict -> raw-table tuple, filling defaults and adapting JSON and enum values."""
-    import operator
-
-    from adconnect.sync.loader import _enum_value, _json
-
     names = table.record_columns
     defaults = {n: f.default for n, f in model.model_fields.items() if not f.is_required()}
     fixes = [
@@ -138,6 +136,39 @@ def _dict_row(model: type[BaseModel], table: RawTable) -> Callable[[dict[str, An
         return tuple(row)
 
     return convert
+
+
+def row_converter(table: RawTable) -> Callable[[BaseModel], Row]:
+    """A fast record -> tuple function in the table's record-column order."""
+    names = table.record_columns
+    getter = operator.attrgetter(*names)
+    fixes = [
+        (index, _json if table.column(name).is_json else _enum_value)
+        for index, name in enumerate(names)
+        if table.column(name).is_json or table.column(name).pg_type in ("text", "bigint")
+    ]
+    if len(names) == 1:
+        return lambda m: tuple(fix(getter(m)) for _, fix in fixes) if fixes else (getter(m),)
+    if not fixes:
+        return getter
+
+    def convert(model: BaseModel) -> Row:
+        values = list(getter(model))
+        for index, fix in fixes:
+            values[index] = fix(values[index])
+        return tuple(values)
+
+    return convert
+
+
+def _json(value: Any) -> Any:
+    if value is None:
+        return None
+    return Jsonb(value.model_dump(mode="json") if isinstance(value, BaseModel) else value)
+
+
+def _enum_value(value: Any) -> Any:
+    return getattr(value, "value", value)
 
 
 _DONE = object()

@@ -148,6 +148,7 @@ def test_doctor_passes_on_a_healthy_install_and_explains_problems(cli, site, mon
         "row-level security",
         "master key",
         "tenant data keys",
+        "loader role",
     ):
         assert statuses[name] == "ok", (name, healthy)
     site(

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import text
 
 from adconnect.db.database import Database, describe_url, open_database
-from adconnect.db.schema import SCHEMA, TENANT_TABLES
+from adconnect.db.schema import RAW_SCHEMA, SCHEMA, TENANT_TABLES
 from adconnect.errors import AdconnectError
 from adconnect.plugins import PluginHost, load_plugins
 from adconnect.provider import settings_problems
@@ -112,15 +112,41 @@ def _database_checks(db: Database) -> Iterator[Check]:
         )
     else:
         yield Check("app role", "ok", f"{db.app_role} owns nothing and is subject to row-level security")
-    if unforced:
+    with db.admin() as conn:
+        raw_unforced = (
+            conn.execute(
+                text(
+                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = :s AND c.relkind = 'r' "
+                    "AND NOT (c.relrowsecurity AND c.relforcerowsecurity)"
+                ),
+                {"s": RAW_SCHEMA},
+            )
+            .scalars()
+            .all()
+        )
+    if unforced or raw_unforced:
         yield Check(
             "row-level security",
             "fail",
-            f"not forced on: {', '.join(unforced)}",
+            f"not forced on: {', '.join([*unforced, *raw_unforced])}",
             "run `adconnect db migrate`",
         )
     else:
-        yield Check("row-level security", "ok", f"enabled and forced on {len(TENANT_TABLES)} tenant tables")
+        yield Check(
+            "row-level security",
+            "ok",
+            f"enabled and forced on {len(TENANT_TABLES)} tenant tables and every raw table",
+        )
+    if db.loader_role:
+        yield Check("loader role", "ok", f"{db.loader_role}: COPY into new windows at full speed")
+    else:
+        yield Check(
+            "loader role",
+            "warn",
+            "no BYPASSRLS loader role: raw loads go through a staging table (correct, slower)",
+            "run `adconnect db migrate` once with a superuser ADCONNECT_DATABASE_URL to create it",
+        )
 
 
 def _key_checks(settings: FrameworkSettings, db: Database | None) -> Iterator[Check]:

@@ -34,9 +34,17 @@ from adconnect.models import (
 )
 from adconnect.oauth_states import OAuthStates
 from adconnect.plugins import PluginHost
+from adconnect.redaction import redact
 from adconnect.vault import Vault
 
-__all__ = ["AuthorizationStart", "ConnectResult", "ConnectionRecord", "ConnectionService", "state_secret"]
+__all__ = [
+    "AuthorizationStart",
+    "ConnectResult",
+    "ConnectionRecord",
+    "ConnectionService",
+    "mark_needs_reauth",
+    "state_secret",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +94,23 @@ class AuthorizationStart:
 class ConnectResult:
     connection: ConnectionRecord
     report: CredentialReport
+
+
+def mark_needs_reauth(conn: SqlConnection, connection_id: UUID, reason: str) -> None:
+    """The credential is dead: stop the connection's schedules until someone reconnects.
+
+    Runs inside the caller's tenant transaction; data, state and the stored credential stay.
+    """
+    conn.execute(
+        update(connections)
+        .where(connections.c.id == connection_id)
+        .values(
+            status="needs_reauth",
+            status_reason=redact(reason)[:2000],
+            credential_status="reauth_required",
+            updated_at=func.now(),
+        )
+    )
 
 
 def _record(row: Any) -> ConnectionRecord:
@@ -171,16 +196,7 @@ class ConnectionService:
             refreshed = self.host.refresh_token(record.provider_id, token)
         except ReauthRequiredError as exc:
             with self.db.tenant(record.tenant_id) as conn:
-                conn.execute(
-                    update(connections)
-                    .where(connections.c.id == record.id)
-                    .values(
-                        status="needs_reauth",
-                        status_reason=exc.user_message,
-                        credential_status="reauth_required",
-                        updated_at=func.now(),
-                    )
-                )
+                mark_needs_reauth(conn, record.id, exc.user_message)
             raise
         if refreshed is None:
             return token

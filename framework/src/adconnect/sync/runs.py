@@ -15,7 +15,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from adconnect.db.database import Database
-from adconnect.db.schema import api_error_log, connections, metric_registry, stream_states, sync_runs
+from adconnect.db.schema import api_error_log, metric_registry, stream_states, sync_runs
 from adconnect.errors import ProviderError
 from adconnect.redaction import redact
 
@@ -133,17 +133,10 @@ class RunLog:
             )
 
     def mark_needs_reauth(self, reason: str) -> None:
+        from adconnect.connections import mark_needs_reauth
+
         with self.db.tenant(self.tenant_id) as conn:
-            conn.execute(
-                update(connections)
-                .where(connections.c.id == self.connection_id)
-                .values(
-                    status="needs_reauth",
-                    status_reason=_message(reason),
-                    credential_status="reauth_required",
-                    updated_at=func.now(),
-                )
-            )
+            mark_needs_reauth(conn, self.connection_id, reason)
 
     def quarantine_metric(self, metric_id: str, reason: str) -> None:
         """Mark a metric invalid for every tenant: the provider's API rejects it."""

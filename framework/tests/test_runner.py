@@ -126,3 +126,45 @@ def test_make_up_twice_on_the_embedded_server_keeps_the_data(tmp_path: Path):
     finally:
         assert second.stop() == 0, second.output
     assert (tmp_path / "data" / "master.key").stat().st_mode & 0o077 == 0
+
+
+# --- several replicas: one leader, taken over within seconds ------------------------------
+
+
+def _pid_of(instance_id: str | None) -> int | None:
+    """Runner instance ids are ``<host>-<pid>-<random>``."""
+    return int(instance_id.rsplit("-", 2)[1]) if instance_id else None
+
+
+def test_one_leader_among_replicas_and_a_standby_takes_over_when_it_is_killed(adconnect_env, adconnect_db):
+    from adconnect.scheduling.leader import current_leader
+    from adconnect.testing.runners import RunnerProcess, runner_env
+
+    env = runner_env(
+        ADCONNECT_DATABASE_URL=adconnect_env.database_url.get_secret_value(),
+        ADCONNECT_DATA_DIR=str(adconnect_env.data_dir),
+        ADCONNECT_MASTER_KEY=adconnect_env.master_key.get_secret_value(),
+        ADCONNECT_HEARTBEAT_SECONDS="0.3",
+        ADCONNECT_LEADER_POLL_SECONDS="0.3",
+    )
+    with RunnerProcess(env, label="first") as first, RunnerProcess(env, label="second") as second:
+        runners = {first.pid: first, second.pid: second}
+        for runner in runners.values():
+            runner.wait_for("heartbeat 3:")
+        assert first.count("became the leader") + second.count("became the leader") == 1
+        leader = runners[_pid_of(current_leader(adconnect_db))]  # type: ignore[index]
+        standby = second if leader is first else first
+        assert leader.count("became the leader") == 1
+        assert "; standby," in standby.output and "; leader," in leader.output
+
+        leader.kill()
+        killed_at = time.monotonic()
+        standby.wait_for("became the leader", timeout=10)
+        took = time.monotonic() - killed_at
+        assert took < 5, f"the standby took {took:.1f}s to take over"
+        assert _pid_of(current_leader(adconnect_db)) == standby.pid
+
+        assert standby.stop(signal.SIGTERM) == 0, standby.output
+        assert "is no longer the leader: stopping" in standby.output
+        assert current_leader(adconnect_db) is None
+        assert _beats(adconnect_db) == 1  # the killed runner's row stays; the stopped one's is gone

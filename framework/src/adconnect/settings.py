@@ -11,7 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["FrameworkSettings", "default_data_dir"]
@@ -51,6 +51,33 @@ class FrameworkSettings(BaseSettings):
     trace_plugins: bool = False
     heartbeat_seconds: float = Field(default=15.0, gt=0)
     log_level: str = "INFO"
+    # --- the runner: leader election, schedules and the job queue (adconnect.scheduling) ---
+    schedule_refresh_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often the leader re-reads schedules, enablement and connection status.",
+    )
+    misfire_grace_seconds: int = Field(
+        default=300,
+        ge=1,
+        description="How late a scheduled sync may still start (after a pause, a restart or a leader "
+        "change); a fire missed by more is skipped until the next one.",
+    )
+    worker_concurrency: int = Field(default=2, ge=1, le=64, description="Sync jobs run at once per runner.")
+    leader_poll_seconds: float = Field(
+        default=2.0, gt=0, description="How often a standby runner tries to become the leader."
+    )
+    worker_heartbeat_seconds: float = Field(
+        default=10.0, gt=0, description="How often a worker tells the job queue it is alive."
+    )
+    stalled_worker_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A worker silent for this long is presumed dead and its jobs are run again.",
+    )
+    worker_poll_seconds: float = Field(
+        default=5.0, gt=0, description="Longest wait between two looks at the queue (besides notifications)."
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -60,6 +87,14 @@ class FrameworkSettings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _stalled_after_heartbeats(self) -> FrameworkSettings:
+        if self.stalled_worker_seconds <= self.worker_heartbeat_seconds:
+            raise ValueError(
+                "ADCONNECT_STALLED_WORKER_SECONDS must be longer than ADCONNECT_WORKER_HEARTBEAT_SECONDS"
+            )
+        return self
 
     @property
     def disabled_plugins(self) -> frozenset[str]:

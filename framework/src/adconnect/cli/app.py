@@ -21,6 +21,7 @@ from adconnect.cli import (
     plugin_cmd,
     providers_cmd,
     run_cmd,
+    schedules_cmd,
     sync_cmd,
     tenants_cmd,
 )
@@ -60,6 +61,7 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(connect_cmd.connect_app, name="connect")
 app.add_typer(connect_cmd.connections_app, name="connections")
 app.add_typer(sync_cmd.runs_app, name="runs")
+app.add_typer(schedules_cmd.app, name="schedules")
 app.command("sync")(sync_cmd.sync)
 app.command("emulate")(emulate_cmd.emulate)
 app.command("doctor")(guarded(doctor_cmd.doctor))

@@ -18,6 +18,9 @@ def run(ctx: typer.Context) -> None:
     settings = cli.settings()
     configure_logging(settings.log_level, debug=cli.debug)
     logging.getLogger("adconnect").setLevel(logging.DEBUG if cli.debug else settings.log_level.upper())
+    # per-job and per-request lines repeat ours ("fired ...", "sync job ... finished")
+    for chatty in ("procrastinate", "httpx"):
+        logging.getLogger(chatty).setLevel(logging.DEBUG if cli.debug else logging.WARNING)
     db = cli.database(require_migrated=False)
     before, after = db.migrate()
     keyring = MasterKeyring.from_settings(settings)  # creates the key file on first run
@@ -36,6 +39,10 @@ def run(ctx: typer.Context) -> None:
         + (f" ({len(host.problems)} failed to load: `adconnect doctor`)" if host.problems else "")
     )
     out.print(f"  time zone:      {settings.timezone}")
+    out.print(
+        f"  replicas:       leader election every {settings.leader_poll_seconds:g}s, "
+        f"{settings.worker_concurrency} sync job(s) at a time here"
+    )
     out.print("Press Ctrl-C to stop.")
     Runner(settings, db, host).run_forever()
     out.print("runner stopped.")

@@ -130,10 +130,13 @@ class Database:
     def migrate(self) -> tuple[str | None, str | None]:
         """Bring the schema to the newest revision and (re)apply the app role's grants.
 
+        Also creates the job queue's schema (procrastinate) when it is missing.
+
         Safe to run from several processes at once: migrations take an advisory lock.
         Returns ``(revision before, revision after)``.
         """
         from adconnect.db.roles import ensure_app_role, ensure_loader_role
+        from adconnect.scheduling.queue import ensure_queue_schema
 
         with self.admin_engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
@@ -149,6 +152,8 @@ class Database:
                 ensure_app_role(conn, self)
                 conn.commit()
                 ensure_loader_role(conn, self)
+                conn.commit()
+                ensure_queue_schema(conn, self.app_role)
                 conn.commit()
                 after = MigrationContext.configure(
                     conn, opts={"version_table_schema": SCHEMA}

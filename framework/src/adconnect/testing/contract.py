@@ -310,8 +310,12 @@ class ProviderContract:
         from adconnect.tenants import Tenant, set_provider_enabled
 
         ref, _ = connected
-        set_provider_enabled(service.db, Tenant(ref.tenant_id, "contract-tenant", "Contract Tenant",
-                                                datetime.now(UTC)), pid, True)
+        set_provider_enabled(
+            service.db,
+            Tenant(ref.tenant_id, "contract-tenant", "Contract Tenant", datetime.now(UTC)),
+            pid,
+            True,
+        )
         window = self.sync_window()
         engine = SyncEngine(service.db, service.host, QuotaGovernor(service.db), clock=lambda: window.end)
         options = StreamOptions(since=window.start, until=window.end)

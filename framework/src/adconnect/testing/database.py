@@ -78,9 +78,15 @@ def temporary_database(app_role: str = APP_ROLE) -> Iterator[Database]:
 
 
 def truncate_all(db: Database) -> None:
-    """Empty every adconnect table and every raw table (as the admin role), keeping the schemas."""
+    """Empty every adconnect table, every raw table and the job queue (as the admin role), keeping
+    the schemas."""
+    from adconnect.scheduling.queue import QUEUE_SCHEMA, QUEUE_TABLES
+
     names = [f"{t.schema}.{t.name}" for t in metadata.sorted_tables]
     with db.admin() as conn:
         raw = conn.execute(text("SELECT format('raw.%I', tablename) FROM pg_tables WHERE schemaname = 'raw'"))
         names += list(raw.scalars())
+        queue = conn.execute(text("SELECT to_regclass(:t)"), {"t": f"{QUEUE_SCHEMA}.procrastinate_jobs"})
+        if queue.scalar() is not None:
+            names += [f"{QUEUE_SCHEMA}.{t}" for t in QUEUE_TABLES]
         conn.execute(text(f"TRUNCATE {', '.join(names)} RESTART IDENTITY CASCADE"))

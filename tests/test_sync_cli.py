@@ -164,3 +164,70 @@ def test_sync_refuses_what_cannot_run(cli):
     assert "provider 'nope' is not installed" in unknown.stderr
     bad_date = cli("sync", "--tenant", "acme-corp", "--provider", "demo_ads", "--since", "yesterday", code=1)
     assert "--since 'yesterday' is not a date" in bad_date.stderr
+
+
+def test_a_tenant_can_override_the_lookback_within_the_maximum(cli, adconnect_db):
+    cli("tenants", "create", "Acme Corp")
+    cli("providers", "enable", "demo_ads", "--tenant", "acme-corp")
+    started = json.loads(
+        cli(
+            "connect",
+            "start",
+            "--tenant",
+            "acme-corp",
+            "--provider",
+            "demo_ads",
+            "--redirect-uri",
+            REDIRECT,
+            "--json",
+        ).stdout
+    )
+    cli(
+        "connect",
+        "complete",
+        "--provider",
+        "demo_ads",
+        "--redirect-uri",
+        REDIRECT,
+        "--code",
+        consent(started["authorize_url"]),
+        "--state",
+        started["state"],
+    )
+    cli(
+        "connections",
+        "select-account",
+        "--tenant",
+        "acme-corp",
+        "--provider",
+        "demo_ads",
+        "--account",
+        "1001",
+    )
+    cli("sync", "--tenant", "acme-corp", "--provider", "demo_ads", "--json")
+    too_long = cli(
+        "connections",
+        "set-lookback",
+        "--tenant",
+        "acme-corp",
+        "--provider",
+        "demo_ads",
+        "--days",
+        "45",
+        code=1,
+    )
+    assert "at most 30 days" in too_long.stderr
+    assert (
+        "10 day(s)"
+        in cli(
+            "connections", "set-lookback", "--tenant", "acme-corp", "--provider", "demo_ads", "--days", "10"
+        ).stdout
+    )
+    (stream,) = json.loads(cli("sync", "--tenant", "acme-corp", "--provider", "demo_ads", "--json").stdout)[
+        "streams"
+    ]
+    import datetime as dt
+
+    start = dt.datetime.fromisoformat(stream["window_start"])
+    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert start == today - dt.timedelta(days=10)  # state ends at today's midnight; minus 10 days

@@ -263,3 +263,55 @@ def test_raw_tables_have_forced_row_level_security(demo):
     assert owners == {alpha.id}
     with demo.db.platform() as conn:
         assert conn.execute(text(f"SELECT count(*) FROM {RAW}")).scalar_one() == 0
+
+
+def _provider_with(demo, record_model):
+    """demo_ads declaring its stream with another record model (a plugin upgrade)."""
+    from adconnect import hookimpl
+    from adconnect.plugins import load_plugins
+    from adconnect_demo_ads.provider import DemoAdsProvider
+    from adconnect_demo_ads.streams import STREAMS
+
+    spec = STREAMS[0].model_copy(update={"record_model": record_model})
+
+    class Upgraded(DemoAdsProvider):
+        @hookimpl
+        def adconnect_declare_streams(self):
+            return [spec]
+
+    demo.host = load_plugins(entry_points=False, extra=[Upgraded(demo.settings)])
+    demo.service.host = demo.engine.host = demo.host
+
+
+def test_a_new_field_becomes_a_column_and_a_changed_type_fails_clearly(demo):
+    from adconnect_demo_ads.streams import CampaignDaily
+
+    tenant, record = demo.tenant("Acme")
+    demo.sync(tenant, record)
+
+    class WithCurrency(CampaignDaily):
+        currency: str | None = None
+
+    _provider_with(demo, WithCurrency)
+    demo.clock[0] = NOW + dt.timedelta(hours=1)
+    assert demo.sync(tenant, record).status == "succeeded"
+    with demo.db.admin() as conn:
+        columns = dict(
+            conn.execute(
+                text(
+                    "SELECT column_name, data_type FROM information_schema.columns "
+                    "WHERE table_schema = 'raw' AND table_name = 'demo_ads__campaign_daily'"
+                )
+            ).all()
+        )
+    assert columns["currency"] == "text" and columns["impressions"] == "bigint"
+
+    class ImpressionsAsText(CampaignDaily):
+        impressions: str  # type: ignore[assignment]
+
+    _provider_with(demo, ImpressionsAsText)
+    before = demo.raw()
+    failed = demo.sync(tenant, record)
+    assert (failed.status, failed.error_class) == ("failed", "SchemaChangeError")
+    assert "impressions is bigint" in failed.error_message and "declares text" in failed.error_message
+    assert demo.raw() == before  # nothing was cast or rewritten

@@ -345,6 +345,34 @@ class ConnectionService:
             raise NotFoundError(f"no connection {connection_id} for this tenant")
         return _record(row)
 
+    def set_lookback(self, tenant_id: UUID, connection_id: UUID, days: int | None) -> ConnectionRecord:
+        """Override how many days every stream re-reads (None: back to the streams' defaults).
+
+        Refused above the smallest ``max_lookback`` of the provider's streams.
+        """
+        record = self.get(tenant_id, connection_id)
+        options = dict(record.options)
+        if days is None:
+            options.pop("lookback_days", None)
+        else:
+            if days < 0:
+                raise ConfigurationError("the lookback cannot be negative")
+            limits = [s.max_lookback for s in self.host.streams(record.provider_id) if s.max_lookback]
+            if limits and timedelta(days=days) > min(limits):
+                raise ConfigurationError(
+                    f"{record.provider_id} allows at most {min(limits).days} days of lookback",
+                    hint="ask for fewer days; the provider declares its maximum per stream",
+                )
+            options["lookback_days"] = days
+        with self.db.tenant(tenant_id) as conn:
+            row = conn.execute(
+                update(connections)
+                .where(connections.c.id == connection_id)
+                .values(options=options, updated_at=func.now())
+                .returning(*connections.c)
+            ).one()
+        return _record(row)
+
     def disconnect(self, tenant_id: UUID, connection_id: UUID) -> int:
         """Revoke the token at the provider (best effort) and delete the stored credentials."""
         record = self.get(tenant_id, connection_id)

@@ -211,3 +211,23 @@ def select_account(
             )
     service.select_account(found.id, record.id, account)
     out.print(f"{found.slug}/{record.name} ({provider}) now syncs account {account}")
+
+
+@connections_app.command("set-lookback")
+@guarded
+def set_lookback(
+    ctx: typer.Context,
+    tenant: Tenant,
+    provider: Provider,
+    days: Annotated[
+        int | None, typer.Option(help="Days every stream re-reads each run; omit to use the defaults.", min=0)
+    ] = None,
+    connection: Name = "default",
+) -> None:
+    """Override the restatement lookback for one connection (within the provider's maximum)."""
+    service, found, record = _record(ctx, tenant, provider, connection)
+    service.set_lookback(found.id, record.id, days)
+    if days is None:
+        out.print(f"{found.slug}/{record.name} ({provider}) uses each stream's default lookback again")
+    else:
+        out.print(f"{found.slug}/{record.name} ({provider}) re-reads the last {days} day(s) every run")

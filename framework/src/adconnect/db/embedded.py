@@ -58,7 +58,15 @@ class EmbeddedPostgres:
                     f"could not start the embedded PostgreSQL in {self.pgdata}: {exc}",
                     hint=f"see {self.pgdata / 'log'}; or set ADCONNECT_DATABASE_URL to use your own server",
                 ) from exc
-        url = make_url(self._server.get_uri()).set(drivername="postgresql+psycopg", password=None)
+        given = make_url(self._server.get_uri())  # trust auth: drop its empty password
+        url = URL.create(
+            "postgresql+psycopg",
+            username=given.username,
+            host=given.host,
+            port=given.port,
+            database=given.database,
+            query=given.query,
+        )
         self._ensure_database(url)
         return url.set(database=DATABASE)
 

@@ -5,28 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 
 import pytest
 from sqlalchemy import insert
-from typer.testing import CliRunner
 
-from adconnect.cli import app
 from adconnect.db.schema import connections
 from adconnect.tenants import resolve_tenant
 
 
 @pytest.fixture
-def cli(adconnect_env, adconnect_db):
-    root = logging.getLogger()
-    saved = (logging.getLogRecordFactory(), root.handlers[:], root.level)
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0):
-        result = runner.invoke(app, list(args), catch_exceptions=False)
-        assert result.exit_code == code, (result.stdout, result.stderr)
-        return result
-
+def cli(adconnect_cli, adconnect_db):
+    invoke = adconnect_cli
     invoke("tenants", "create", "Acme Corp")
     invoke("providers", "enable", "demo_ads", "--tenant", "acme-corp")
     tenant = resolve_tenant(adconnect_db, "acme-corp")
@@ -41,10 +30,7 @@ def cli(adconnect_env, adconnect_db):
                     external_account_id=account,
                 )
             )
-    yield invoke
-    logging.setLogRecordFactory(saved[0])
-    root.handlers[:] = saved[1]
-    root.setLevel(saved[2])
+    return invoke
 
 
 def _listed(cli) -> dict[tuple[str, str], dict[str, object]]:

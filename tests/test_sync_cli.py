@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
-from typer.testing import CliRunner
 
-from adconnect.cli import app
 from adconnect.testing.flows import consent
 from adconnect_demo_ads.emulator import DemoAdsEmulator
 
@@ -17,32 +14,21 @@ ROUTE = "GET /v1/accounts/{account_id}/reports/campaign_daily"
 
 
 @pytest.fixture
-def cli(adconnect_env, monkeypatch):
-    root = logging.getLogger()
-    saved = (logging.getLogRecordFactory(), root.handlers[:], root.level)
+def cli(adconnect_cli, monkeypatch):
     with DemoAdsEmulator(seed=5, redirect_uris=(REDIRECT,)) as emulator:
         monkeypatch.setenv("ADCONNECT_DEMO_ADS_API_URL", emulator.url)
         monkeypatch.setenv("ADCONNECT_DEMO_ADS_CLIENT_ID", emulator.oauth.client_id)
         monkeypatch.setenv("ADCONNECT_DEMO_ADS_CLIENT_SECRET", emulator.oauth.client_secret)
         monkeypatch.setenv("ADCONNECT_DEMO_ADS_REDIRECT_URI", REDIRECT)
-        runner = CliRunner()
-
-        def invoke(*args: str, code: int = 0):
-            result = runner.invoke(app, list(args), catch_exceptions=False)
-            assert result.exit_code == code, (result.stdout, result.stderr)
-            return result
-
-        invoke.emulator = emulator  # type: ignore[attr-defined]
-        yield invoke
-    logging.setLogRecordFactory(saved[0])
-    root.handlers[:] = saved[1]
-    root.setLevel(saved[2])
+        adconnect_cli.emulator = emulator
+        yield adconnect_cli
 
 
-def test_connect_select_sync_and_read_the_runs(cli):
+def _start_connect(cli) -> dict[str, str]:
+    """Acme Corp with demo_ads enabled and a connect flow started; returns the start's JSON."""
     cli("tenants", "create", "Acme Corp")
     cli("providers", "enable", "demo_ads", "--tenant", "acme-corp")
-    started = json.loads(
+    return json.loads(
         cli(
             "connect",
             "start",
@@ -55,6 +41,10 @@ def test_connect_select_sync_and_read_the_runs(cli):
             "--json",
         ).stdout
     )
+
+
+def test_connect_select_sync_and_read_the_runs(cli):
+    started = _start_connect(cli)
     assert "code_challenge_method=S256" in started["authorize_url"]
     code = consent(started["authorize_url"])
     callback = f"{REDIRECT}?code={code}&state={started['state']}"
@@ -167,21 +157,7 @@ def test_sync_refuses_what_cannot_run(cli):
 
 
 def test_a_tenant_can_override_the_lookback_within_the_maximum(cli, adconnect_db):
-    cli("tenants", "create", "Acme Corp")
-    cli("providers", "enable", "demo_ads", "--tenant", "acme-corp")
-    started = json.loads(
-        cli(
-            "connect",
-            "start",
-            "--tenant",
-            "acme-corp",
-            "--provider",
-            "demo_ads",
-            "--redirect-uri",
-            REDIRECT,
-            "--json",
-        ).stdout
-    )
+    started = _start_connect(cli)
     cli(
         "connect",
         "complete",

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
-from typer.testing import CliRunner
 
-from adconnect.cli import app
 from adconnect.connections import ConnectionService
 from adconnect.keyring import MasterKeyring
 from adconnect.plugins import load_plugins
@@ -19,21 +16,8 @@ from .conftest import provider_class_name, provider_source
 
 
 @pytest.fixture
-def cli(adconnect_env):
-    """Invoke the CLI in process; restore the logging set-up it installs afterwards."""
-    root = logging.getLogger()
-    saved = (logging.getLogRecordFactory(), root.handlers[:], root.level)
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0):
-        result = runner.invoke(app, list(args), catch_exceptions=False)
-        assert result.exit_code == code, (result.stdout, result.stderr)
-        return result
-
-    yield invoke
-    logging.setLogRecordFactory(saved[0])
-    root.handlers[:] = saved[1]
-    root.setLevel(saved[2])
+def cli(adconnect_cli):
+    return adconnect_cli
 
 
 @pytest.fixture

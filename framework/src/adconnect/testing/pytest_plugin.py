@@ -8,15 +8,19 @@ Fixtures:
 * ``adconnect_settings`` - :class:`~adconnect.settings.FrameworkSettings` pointing at it, with a
   fresh data directory and master key;
 * ``adconnect_env`` - the same settings exported as ``ADCONNECT_*`` environment variables,
-  for tests that run the CLI.
+  for tests that run the CLI;
+* ``adconnect_cli`` - runs ``adconnect ARGS`` in process against those settings and checks the
+  exit code; the logging set-up the CLI installs is undone afterwards.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,3 +74,25 @@ def adconnect_env(
     monkeypatch.setenv("ADCONNECT_DATA_DIR", str(adconnect_settings.data_dir))
     monkeypatch.setenv("ADCONNECT_MASTER_KEY", adconnect_settings.master_key.get_secret_value())
     return adconnect_settings
+
+
+@pytest.fixture
+def adconnect_cli(adconnect_env: FrameworkSettings) -> Iterator[Callable[..., Any]]:
+    """``adconnect_cli(*args, code=0)`` runs the CLI in process and returns typer's result."""
+    from typer.testing import CliRunner
+
+    from adconnect.cli import app
+
+    root = logging.getLogger()
+    saved = (logging.getLogRecordFactory(), root.handlers[:], root.level)
+    runner = CliRunner()
+
+    def invoke(*args: str, code: int = 0) -> Any:
+        result = runner.invoke(app, list(args), catch_exceptions=False)
+        assert result.exit_code == code, (result.stdout, result.stderr)
+        return result
+
+    yield invoke
+    logging.setLogRecordFactory(saved[0])
+    root.handlers[:] = saved[1]
+    root.setLevel(saved[2])
